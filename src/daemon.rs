@@ -1,0 +1,403 @@
+//! The daemon's lifecycle: checks before mounting, daemonizing with a readiness report,
+//! logging, the FUSE session, signal handling and a clean unmount. Everything here that calls
+//! libc does so because std has no wrapper (fork, setsid, sigwait, umount2, syslog).
+
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use log::{error, info, warn};
+
+use crate::fs::StreamFs;
+use crate::namespace::Namespace;
+use crate::options::MountSettings;
+use crate::watchdog;
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub mountpoint: PathBuf,
+    pub mount: MountSettings,
+    pub foreground: bool,
+    pub debug: bool,
+    pub log_file: Option<PathBuf>,
+}
+
+/// A failure to start, reported on one line with a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot mount on {0}: {1}")]
+    Mount(String, io::Error),
+    #[error("{0} is already a mount point (unmount it first, or run: streamfs stop {0})")]
+    AlreadyMounted(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Whether `path` (canonical) is a mount point, from /proc/self/mountinfo.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want)
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Warns about kernel settings that break streams: small requests, request timeouts.
+fn check_kernel() {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/fs/fuse/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let Some(pages) = read("max_pages_limit") {
+        if pages < 256 {
+            warn!(
+                "the kernel limits FUSE requests to {pages} pages (fs.fuse.max_pages_limit): \
+                 writes larger than {} KiB are split and throughput suffers",
+                pages * 4
+            );
+        }
+    }
+    for name in ["default_request_timeout", "max_request_timeout"] {
+        if let Some(t) = read(name).filter(|t| *t > 0) {
+            error!(
+                "fs.fuse.{name} is {t}s: the kernel aborts the whole mount when a read waits \
+                 longer than that, and stream readers wait indefinitely; set it to 0"
+            );
+        }
+    }
+}
+
+fn session_config(m: &MountSettings) -> Config {
+    let mut opts = vec![
+        MountOption::FSName(m.fsname.clone()),
+        MountOption::Subtype("streamfs".into()),
+    ];
+    let k = &m.kernel;
+    for (on, opt) in [
+        (k.default_permissions, MountOption::DefaultPermissions),
+        (k.read_only, MountOption::RO),
+        (k.nosuid, MountOption::NoSuid),
+        (k.nodev, MountOption::NoDev),
+        (k.noexec, MountOption::NoExec),
+        (k.noatime, MountOption::NoAtime),
+    ] {
+        if on {
+            opts.push(opt);
+        }
+    }
+    let mut config = Config::default();
+    config.mount_options = opts;
+    config.acl = if k.allow_other {
+        SessionACL::All
+    } else if k.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    // Handlers never wait (parked reads hold no thread); two threads keep one core busy
+    // decoding while the other replies.
+    config.n_threads = Some(2);
+    config
+}
+
+/// Unmounts `path`: directly when allowed, else through the setuid helper fusermount3.
+pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return Err(e);
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg("--").arg(path).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
+    }
+}
+
+/// The signals the daemon takes in its own thread, blocked everywhere else.
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Ends every stream, then unmounts: plainly for up to two seconds while readers drain and
+/// close, then by detaching; if files stay open after that, exits so the kernel ends them.
+fn shut_down(ns: &Namespace, mountpoint: &Path) {
+    ns.shutdown();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match unmount(mountpoint, false) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // already gone
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                warn!("unmount of {}: {e}; detaching it", mountpoint.display());
+                break;
+            }
+        }
+    }
+    if let Err(e) = unmount(mountpoint, true) {
+        error!("detaching {}: {e}", mountpoint.display());
+    }
+    // The session ends when the last open file closes; do not wait for ever.
+    std::thread::sleep(Duration::from_secs(3));
+    warn!("files were still open 3 s after the detach; exiting");
+    std::process::exit(0);
+}
+
+/// Sets up logging: stderr in the foreground, else the log file or syslog.
+fn init_logging(s: &DaemonSettings) -> Result<(), StartError> {
+    let default = if s.debug { "debug" } else { "info" };
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!(
+            "streamfs={default},fuser={}",
+            if s.debug { "debug" } else { "warn" }
+        )));
+    if let Some(path) = &s.log_file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                StartError::Other(format!("cannot open log file {}: {e}", path.display()))
+            })?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    } else if !s.foreground {
+        b.format(|buf, record| writeln!(buf, "{}: {}", record.level(), record.args()));
+        b.target(env_logger::Target::Pipe(Box::new(Syslog::open())));
+    }
+    let _ = b.try_init();
+    Ok(())
+}
+
+/// Log lines to syslog (the journal on systemd machines), one record per line.
+struct Syslog {
+    line: Vec<u8>,
+}
+
+impl Syslog {
+    fn open() -> Syslog {
+        // SAFETY: the identity string is static and NUL-terminated, as openlog requires.
+        unsafe { libc::openlog(c"streamfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        Syslog { line: Vec::new() }
+    }
+}
+
+impl Write for Syslog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(pos) = self.line.iter().position(|b| *b == b'\n') {
+            let rest = self.line.split_off(pos + 1);
+            let mut msg = std::mem::replace(&mut self.line, rest);
+            msg.pop();
+            msg.retain(|b| *b != 0);
+            let priority = if msg.starts_with(b"ERROR") {
+                libc::LOG_ERR
+            } else if msg.starts_with(b"WARN") {
+                libc::LOG_WARNING
+            } else {
+                libc::LOG_INFO
+            };
+            let c = CString::new(msg).expect("NULs were removed");
+            // SAFETY: format and argument are valid NUL-terminated strings.
+            unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Forks; the parent waits for the child's readiness report and exits with its verdict.
+/// Returns in the child, with the write end of the report pipe.
+fn daemonize() -> Result<std::fs::File, StartError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(StartError::Other(format!(
+            "pipe: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the fds were just created and are owned here only.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no thread has been started yet, so the child is a full copy of this process.
+    match unsafe { libc::fork() } {
+        -1 => Err(StartError::Other(format!(
+            "fork: {}",
+            io::Error::last_os_error()
+        ))),
+        0 => {
+            drop(rd);
+            // SAFETY: setsid and chdir take no pointers we do not own; dup2 onto the standard
+            // fds replaces them with /dev/null.
+            unsafe {
+                libc::setsid();
+                libc::chdir(c"/".as_ptr());
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                    if null > 2 {
+                        libc::close(null);
+                    }
+                }
+            }
+            Ok(std::fs::File::from(wr))
+        }
+        _ => {
+            drop(wr);
+            let mut report = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut report);
+            match report.strip_prefix("ok") {
+                Some(_) => std::process::exit(0),
+                None if report.is_empty() => {
+                    eprintln!("streamfs: the daemon exited before the mount was ready");
+                    std::process::exit(1)
+                }
+                None => {
+                    eprintln!("streamfs: {}", report.trim_end());
+                    std::process::exit(1)
+                }
+            }
+        }
+    }
+}
+
+/// Mounts and serves until unmounted or signalled.
+pub fn run(s: DaemonSettings) -> Result<(), StartError> {
+    let report = if s.foreground {
+        None
+    } else {
+        Some(daemonize()?)
+    };
+    let result = serve(&s, report);
+    if let Err(e) = &result {
+        error!("{e}");
+    }
+    result
+}
+
+fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), StartError> {
+    let fail = |report: &mut Option<std::fs::File>, e: StartError| {
+        if let Some(r) = report {
+            let _ = writeln!(r, "{e}");
+        }
+        e
+    };
+    if let Err(e) = init_logging(s) {
+        return Err(fail(&mut report, e));
+    }
+    check_kernel();
+    let set = shutdown_signals();
+    // SAFETY: blocks the shutdown signals in this thread (inherited by every thread started
+    // from now on) so that only the sigwait thread takes them.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+
+    let ns = Arc::new(Namespace::new(s.mount.budgets));
+    let fs = StreamFs::new(ns.clone(), s.mount.clone());
+    let mp = s.mountpoint.display().to_string();
+    let session = match Session::new(fs, &s.mountpoint, &session_config(&s.mount)) {
+        Ok(session) => session,
+        Err(e) => {
+            let hint = if e.kind() == io::ErrorKind::NotFound || !Path::new("/dev/fuse").exists() {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e} (is /dev/fuse present? load the fuse module or install fuse3)"),
+                )
+            } else {
+                e
+            };
+            return Err(fail(&mut report, StartError::Mount(mp, hint)));
+        }
+    };
+    info!(
+        "mounted {} (channel_buffer_size={}, ring_buffer_size={})",
+        mp,
+        crate::size::HumanSize(s.mount.budgets.channel),
+        crate::size::HumanSize(s.mount.budgets.ring)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchdog = watchdog::spawn(ns.clone(), stop.clone())
+        .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
+    {
+        let ns = ns.clone();
+        let mountpoint = s.mountpoint.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut sig = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                info!("signal {sig}: ending every stream and unmounting");
+                shut_down(&ns, &mountpoint);
+            })
+            .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
+    }
+    if let Some(mut r) = report.take() {
+        let _ = r.write_all(b"ok\n");
+    }
+    let result = session.run();
+    ns.shutdown();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
+    info!("unmounted {mp}");
+    result.map_err(|e| StartError::Other(format!("session ended: {e}")))
+}

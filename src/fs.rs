@@ -1,0 +1,754 @@
+//! The fuser adapter: maps kernel requests onto the stream core (`namespace`, `stream`) and
+//! core errors onto errnos. It exists so that the core can be tested without FUSE; every
+//! handler has the same shape: a debug line, a call into the core, a reply.
+//!
+//! Files are opened with `FOPEN_DIRECT_IO | FOPEN_STREAM`: no page cache, no offsets, no
+//! position lock (an O_RDWR handle whose read waits does not block writes through it).
+//! Reads that find nothing queued are parked in the core with their `ReplyData` and answered
+//! later from the thread that makes them answerable, so no session thread ever waits.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
+};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::namespace::Namespace;
+use crate::options::MountSettings;
+use crate::stream::{Meta, ReadMode, ReadOutcome, Reader, Readiness, Stream, StreamError, Writer};
+use crate::xattr;
+
+/// Largest request the kernel is asked for (writes, and so reads): 1 MiB.
+pub const MAX_REQUEST: u32 = 1 << 20;
+const PAGE_SIZE: u32 = 4096;
+/// Attributes change with every write; the kernel must not cache them.
+const TTL: Duration = Duration::ZERO;
+const ROOT: INodeNo = INodeNo::ROOT;
+
+/// The errno for a core error, in one place.
+fn errno(e: StreamError) -> Errno {
+    match e {
+        // A write to a removed stream: like a pipe whose readers are gone.
+        StreamError::Removed => Errno::EPIPE,
+        StreamError::NotFound => Errno::ENOENT,
+        StreamError::Exists => Errno::EEXIST,
+    }
+}
+
+/// One open file: a reader, a writer or both (O_RDWR).
+struct Handle {
+    stream: Arc<Stream>,
+    reader: Option<Reader>,
+    writer: Option<Writer>,
+    /// The previous write request on this handle filled a whole request, so the next one
+    /// may be the rest of the same `write()` call split by the kernel.
+    last_write_full: AtomicBool,
+}
+
+/// The filesystem as fuser sees it.
+pub struct StreamFs {
+    ns: Arc<Namespace>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    settings: MountSettings,
+    /// The mounting user, owner of the root directory.
+    owner: (u32, u32),
+    mounted_at: SystemTime,
+}
+
+impl StreamFs {
+    pub fn new(ns: Arc<Namespace>, settings: MountSettings) -> StreamFs {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        StreamFs {
+            ns,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            settings,
+            owner,
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn root_attr(&self) -> FileAttr {
+        FileAttr {
+            ino: ROOT,
+            size: 0,
+            blocks: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind: FileType::Directory,
+            perm: if self.settings.kernel.allow_other {
+                0o777 | 0o1000
+            } else {
+                0o755
+            } as u16,
+            nlink: 2,
+            uid: self.owner.0,
+            gid: self.owner.1,
+            rdev: 0,
+            blksize: PAGE_SIZE,
+            flags: 0,
+        }
+    }
+
+    fn stream_attr(stream: &Stream) -> FileAttr {
+        let stats = stream.stats();
+        let meta = stream.meta();
+        FileAttr {
+            ino: INodeNo(stream.id()),
+            size: stats.written_bytes,
+            blocks: 0,
+            atime: stats.mtime,
+            mtime: stats.mtime,
+            ctime: meta.ctime.max(stats.mtime),
+            crtime: meta.crtime,
+            kind: FileType::RegularFile,
+            perm: meta.mode as u16,
+            nlink: u32::from(!stats.removed),
+            uid: meta.uid,
+            gid: meta.gid,
+            rdev: 0,
+            blksize: PAGE_SIZE,
+            flags: 0,
+        }
+    }
+
+    fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
+        self.handles.lock().get(&fh.0).cloned()
+    }
+
+    /// The stream an inode names: a live one, or (with a handle) a removed one still open.
+    fn stream_of(&self, ino: INodeNo, fh: Option<FileHandle>) -> Option<Arc<Stream>> {
+        if let Some(h) = fh.and_then(|fh| self.handle(fh)) {
+            return Some(h.stream.clone());
+        }
+        self.ns.get(ino.0)
+    }
+
+    /// Registers a handle for `stream` opened with `flags` and returns its number.
+    fn open_handle(&self, req: &Request, stream: Arc<Stream>, flags: OpenFlags) -> FileHandle {
+        let (read, write) = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => (true, false),
+            OpenAccMode::O_WRONLY => (false, true),
+            OpenAccMode::O_RDWR => (true, true),
+        };
+        let label = requester_label(req.pid());
+        let reader = read.then(|| stream.open_reader(label.clone()));
+        let writer = write.then(|| stream.open_writer());
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        info!(
+            "{} opened stream {} for {}",
+            label,
+            stream.id(),
+            match (read, write) {
+                (true, true) => "reading and writing",
+                (true, false) => "reading",
+                _ => "writing",
+            }
+        );
+        self.handles.lock().insert(
+            fh,
+            Arc::new(Handle {
+                stream,
+                reader,
+                writer,
+                last_write_full: AtomicBool::new(false),
+            }),
+        );
+        FileHandle(fh)
+    }
+
+    fn new_meta(&self, req: &Request, mode: u32, umask: u32) -> Meta {
+        let now = SystemTime::now();
+        let mask = umask | self.settings.umask.unwrap_or(0);
+        Meta {
+            mode: mode & 0o7777 & !mask,
+            uid: self.settings.uid.unwrap_or(req.uid()),
+            gid: self.settings.gid.unwrap_or(req.gid()),
+            crtime: now,
+            ctime: now,
+        }
+    }
+}
+
+/// "pid 42 (cat)": who made a request, for log lines. The pid is the requesting thread.
+pub fn requester_label(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("pid {pid} ({})", comm.trim())
+}
+
+/// Most bytes to answer a READ of `size` with. A READ that fills a whole request makes the
+/// kernel send the next request of the same `read()` call, which would then wait even though
+/// data was returned; one byte short of a full request ends the call at once.
+fn read_limit(size: u32) -> usize {
+    if size > MAX_REQUEST - PAGE_SIZE {
+        size as usize - 1
+    } else {
+        size as usize
+    }
+}
+
+fn is_regular(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0
+}
+
+fn open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_STREAM | FopenFlags::FOPEN_NONSEEKABLE
+}
+
+impl Filesystem for StreamFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_write(MAX_REQUEST) {
+            warn!("kernel refused {MAX_REQUEST}-byte writes; using {nearest}");
+            let _ = config.set_max_write(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        debug!("lookup(parent={parent:?}, name={name:?})");
+        if parent != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.ns.lookup(name.as_bytes()) {
+            Some(s) => reply.entry(&TTL, &Self::stream_attr(&s), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        debug!("getattr(ino={ino:?}, fh={fh:?})");
+        if ino == ROOT {
+            return reply.attr(&TTL, &self.root_attr());
+        }
+        match self.stream_of(ino, fh) {
+            Some(s) => reply.attr(&TTL, &Self::stream_attr(&s)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        debug!("setattr(ino={ino:?}, mode={mode:?}, uid={uid:?}, gid={gid:?}, size={size:?})");
+        if ino == ROOT {
+            return reply.error(Errno::EPERM);
+        }
+        let Some(stream) = self.stream_of(ino, fh) else {
+            return reply.error(Errno::ENOENT);
+        };
+        // Truncation (`>` sends size=0) and times (`touch`) are accepted as no-ops: a stream
+        // has no length to cut and its mtime is its last write.
+        let caller = req.uid();
+        if mode.is_some() || uid.is_some() || gid.is_some() {
+            let meta = stream.meta();
+            let is_owner = caller == 0 || caller == meta.uid;
+            let chown_ok = caller == 0 || (uid.is_none_or(|u| u == meta.uid));
+            if !is_owner || !chown_ok {
+                return reply.error(Errno::EPERM);
+            }
+            stream.update_meta(|m| {
+                if let Some(mode) = mode {
+                    m.mode = mode & 0o7777;
+                }
+                if let Some(uid) = uid {
+                    m.uid = uid;
+                }
+                if let Some(gid) = gid {
+                    m.gid = gid;
+                }
+            });
+        }
+        reply.attr(&TTL, &Self::stream_attr(&stream));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        debug!("mknod(parent={parent:?}, name={name:?}, mode={mode:o})");
+        if parent != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        if !is_regular(mode) {
+            // FIFOs, sockets and devices: every file here is a stream already.
+            return reply.error(Errno::EPERM);
+        }
+        match self
+            .ns
+            .create(name.as_bytes(), self.new_meta(req, mode, umask))
+        {
+            Ok((_, false)) => reply.error(Errno::EEXIST),
+            Ok((s, true)) => reply.entry(&TTL, &Self::stream_attr(&s), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mkdir(&self, _r: &Request, _p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        debug!("mkdir({name:?}): refused, the namespace is flat");
+        reply.error(Errno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        debug!("unlink(parent={parent:?}, name={name:?})");
+        if parent != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.ns.remove(name.as_bytes()) {
+            Ok(()) => {
+                info!("stream {name:?} removed");
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        debug!("rmdir(parent={parent:?}, name={name:?})");
+        if parent == ROOT && self.ns.lookup(name.as_bytes()).is_some() {
+            reply.error(Errno::ENOTDIR)
+        } else {
+            reply.error(Errno::ENOENT)
+        }
+    }
+
+    fn symlink(
+        &self,
+        _r: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _t: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(&self, _r: &Request, _i: INodeNo, _p: INodeNo, _n: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        debug!("rename({name:?} -> {newname:?}, flags={flags})");
+        if parent != ROOT || newparent != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self
+            .ns
+            .rename(name.as_bytes(), newname.as_bytes(), no_replace)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        debug!("open(ino={ino:?}, flags={flags:?})");
+        if ino == ROOT {
+            return reply.error(Errno::EISDIR);
+        }
+        match self.ns.get(ino.0) {
+            Some(s) => reply.opened(self.open_handle(req, s, flags), open_flags()),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        debug!("create(parent={parent:?}, name={name:?}, mode={mode:o}, flags={flags:#x})");
+        if parent != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        if !is_regular(mode) {
+            return reply.error(Errno::EPERM);
+        }
+        match self
+            .ns
+            .create(name.as_bytes(), self.new_meta(req, mode, umask))
+        {
+            Ok((_, false)) if flags & libc::O_EXCL != 0 => reply.error(Errno::EEXIST),
+            Ok((s, _)) => {
+                let attr = Self::stream_attr(&s);
+                let fh = self.open_handle(req, s, OpenFlags(flags));
+                reply.created(&TTL, &attr, Generation(0), fh, open_flags());
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        debug!("read(ino={ino:?}, fh={fh:?}, size={size}, flags={flags:?})");
+        let Some(h) = self.handle(fh).filter(|h| h.reader.is_some()) else {
+            return reply.error(Errno::EBADF);
+        };
+        if size == 0 {
+            return reply.data(&[]);
+        }
+        let mode = if flags.0 & libc::O_NONBLOCK != 0 {
+            ReadMode::NonBlocking
+        } else {
+            ReadMode::Wait
+        };
+        let deliver = Box::new(move |outcome: ReadOutcome| match outcome {
+            ReadOutcome::Data(d) => reply.data(&d),
+            ReadOutcome::Eof => reply.data(&[]),
+            ReadOutcome::WouldBlock => reply.error(Errno::EAGAIN),
+            ReadOutcome::Interrupted => reply.error(Errno::EINTR),
+        });
+        let r = h.reader.as_ref().expect("filtered above");
+        r.read(read_limit(size), mode, req.pid(), deliver);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        debug!("write(ino={ino:?}, fh={fh:?}, len={})", data.len());
+        let Some(h) = self.handle(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        let Some(writer) = &h.writer else {
+            return reply.error(Errno::EBADF);
+        };
+        let full = data.len() as u32 > MAX_REQUEST - PAGE_SIZE;
+        let continues = h.last_write_full.swap(full, Ordering::Relaxed);
+        match writer.write(data, continues) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        debug!("release(ino={ino:?}, fh={fh:?})");
+        // Dropping the handle unregisters its reader and writer.
+        let h = self.handles.lock().remove(&fh.0);
+        drop(h);
+        reply.ok();
+    }
+
+    fn fsync(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
+        // Nothing is persisted; every write is already visible to readers.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino == ROOT {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        } else {
+            reply.error(Errno::ENOTDIR);
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        debug!("readdir(ino={ino:?}, offset={offset})");
+        if ino != ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        // Cookies: 1 and 2 for "." and "..", then a stream's id + 2 (ids start at 2 and only
+        // grow, so a listing resumes correctly while streams come and go).
+        if offset < 1 && reply.add(ROOT, 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset < 2 && reply.add(ROOT, 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        let after = offset.saturating_sub(2);
+        for (id, name) in self.ns.list_after(after, 4096) {
+            if reply.add(
+                INodeNo(id),
+                id + 2,
+                FileType::RegularFile,
+                OsStr::from_bytes(&name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self.ns.streams().len() as u64;
+        reply.statfs(
+            0,
+            0,
+            0,
+            files,
+            u64::from(u32::MAX),
+            PAGE_SIZE,
+            255,
+            PAGE_SIZE,
+        );
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        if ino == ROOT || self.ns.get(ino.0).is_some() {
+            reply.ok();
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        debug!("getxattr(ino={ino:?}, name={name:?}, size={size})");
+        let attrs = if ino == ROOT {
+            xattr::root_attrs(&self.ns)
+        } else {
+            match self.ns.get(ino.0) {
+                Some(s) => xattr::stream_attrs(&s),
+                None => return reply.error(Errno::ENOENT),
+            }
+        };
+        let Some((_, value)) = attrs.iter().find(|(n, _)| name.as_bytes() == n.as_bytes()) else {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        };
+        reply_xattr(reply, size, value.as_bytes());
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let attrs = if ino == ROOT {
+            xattr::root_attrs(&self.ns)
+        } else {
+            match self.ns.get(ino.0) {
+                Some(s) => xattr::stream_attrs(&s),
+                None => return reply.error(Errno::ENOENT),
+            }
+        };
+        let mut list = Vec::new();
+        for (n, _) in &attrs {
+            list.extend_from_slice(n.as_bytes());
+            list.push(0);
+        }
+        reply_xattr(reply, size, &list);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        debug!("setxattr(ino={ino:?}, name={name:?})");
+        // The statistics are read-only; other attributes are not stored.
+        if name.as_bytes().starts_with(xattr::PREFIX.as_bytes()) {
+            reply.error(Errno::EPERM)
+        } else {
+            reply.error(Errno::from_i32(libc::ENOTSUP))
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if name.as_bytes().starts_with(xattr::PREFIX.as_bytes()) {
+            reply.error(Errno::EPERM)
+        } else {
+            reply.error(Errno::from_i32(libc::ENODATA))
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // isatty() and friends: a stream is not a terminal.
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        events: PollEvents,
+        flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        debug!("poll(ino={ino:?}, fh={fh:?}, events={events}, flags={flags})");
+        let Some(h) = self.handle(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        // Writes never wait (slow readers drop), so a writer is always writable.
+        let mut revents = if h.writer.is_some() {
+            PollEvents::POLLOUT | PollEvents::POLLWRNORM
+        } else {
+            PollEvents::empty()
+        };
+        if let Some(reader) = &h.reader {
+            let schedule = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
+            let wake: crate::stream::Wake = Box::new(move || {
+                if schedule {
+                    if let Err(e) = ph.notify() {
+                        debug!("poll notification not delivered: {e}");
+                    }
+                }
+            });
+            match reader.poll(wake) {
+                Readiness::Readable => revents |= PollEvents::POLLIN | PollEvents::POLLRDNORM,
+                Readiness::Ended => revents |= PollEvents::POLLIN | PollEvents::POLLHUP,
+                Readiness::Waiting => {}
+            }
+        }
+        reply.poll(revents);
+    }
+
+    fn fallocate(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _o: u64,
+        _l: u64,
+        _m: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn lseek(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _o: i64,
+        _w: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        reply.error(Errno::ESPIPE);
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for it, ERANGE when it does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_requests_are_answered_one_byte_short() {
+        assert_eq!(read_limit(MAX_REQUEST), MAX_REQUEST as usize - 1);
+        assert_eq!(read_limit(MAX_REQUEST - 100), MAX_REQUEST as usize - 101);
+        assert_eq!(read_limit(128 * 1024), 128 * 1024);
+        assert_eq!(read_limit(1), 1);
+    }
+
+    #[test]
+    fn every_core_error_has_an_errno() {
+        assert_eq!(errno(StreamError::Removed), Errno::EPIPE);
+        assert_eq!(errno(StreamError::NotFound), Errno::ENOENT);
+        assert_eq!(errno(StreamError::Exists), Errno::EEXIST);
+    }
+}

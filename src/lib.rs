@@ -1,0 +1,15 @@
+//! streamfs: a FUSE filesystem whose files are live, in-memory broadcast streams.
+//!
+//! The core (`stream`, `namespace`) knows nothing of FUSE and is tested alone; `fs` adapts it
+//! to fuser; `daemon` and `control` are the command line's machinery.
+
+pub mod control;
+pub mod daemon;
+pub mod fs;
+pub mod namespace;
+pub mod options;
+pub mod size;
+pub mod stream;
+pub mod sync;
+pub mod watchdog;
+pub mod xattr;

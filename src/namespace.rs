@@ -1,0 +1,157 @@
+//! The named streams of one mount: create, look up, list, rename, remove and shut down.
+//! Knows nothing of FUSE; names are raw bytes as the kernel gives them.
+//!
+//! Lock order: the namespace lock is taken before any stream lock and never held while a
+//! stream delivers answers (removal happens after the namespace lock is released).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::stream::{Budgets, Meta, Stream, StreamError};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// The first stream id; 1 is the root directory's inode number in FUSE.
+pub const FIRST_STREAM_ID: u64 = 2;
+
+struct Inner {
+    /// Streams by id, so listings can resume after an id (ids only grow).
+    by_id: BTreeMap<u64, (Vec<u8>, Arc<Stream>)>,
+    /// Invariant: maps exactly the names in `by_id` to their ids.
+    by_name: HashMap<Vec<u8>, u64>,
+    /// Set by shutdown: no stream can be created any more.
+    closed: bool,
+}
+
+/// The set of live streams of a mount.
+pub struct Namespace {
+    inner: Mutex<Inner>,
+    /// Budgets given to new streams.
+    defaults: Budgets,
+    next_id: AtomicU64,
+    /// Parked reads across all streams (see `Stream`).
+    parked_total: Arc<AtomicUsize>,
+}
+
+impl Namespace {
+    pub fn new(defaults: Budgets) -> Namespace {
+        Namespace {
+            inner: Mutex::new(Inner {
+                by_id: BTreeMap::new(),
+                by_name: HashMap::new(),
+                closed: false,
+            }),
+            defaults,
+            next_id: AtomicU64::new(FIRST_STREAM_ID),
+            parked_total: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn defaults(&self) -> Budgets {
+        self.defaults
+    }
+
+    /// Returns the stream named `name`, creating it with `meta` when there is none. The flag
+    /// says whether it was created. Fails with `Removed` after shutdown.
+    pub fn create(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Err(StreamError::Removed);
+        }
+        if let Some(id) = inner.by_name.get(name) {
+            return Ok((inner.by_id[id].1.clone(), false));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = Stream::new(id, self.defaults, meta, self.parked_total.clone());
+        inner.by_name.insert(name.to_vec(), id);
+        inner.by_id.insert(id, (name.to_vec(), stream.clone()));
+        Ok((stream, true))
+    }
+
+    pub fn lookup(&self, name: &[u8]) -> Option<Arc<Stream>> {
+        let inner = self.inner.lock();
+        let id = inner.by_name.get(name)?;
+        Some(inner.by_id[id].1.clone())
+    }
+
+    /// The live stream with this id (not a removed one).
+    pub fn get(&self, id: u64) -> Option<Arc<Stream>> {
+        self.inner.lock().by_id.get(&id).map(|(_, s)| s.clone())
+    }
+
+    /// Removes the name and ends its stream (readers get EOF after their queue).
+    pub fn remove(&self, name: &[u8]) -> Result<(), StreamError> {
+        let stream = {
+            let mut inner = self.inner.lock();
+            let id = inner.by_name.remove(name).ok_or(StreamError::NotFound)?;
+            inner.by_id.remove(&id).expect("by_name and by_id agree").1
+        };
+        stream.remove();
+        Ok(())
+    }
+
+    /// Renames a stream; a stream already named `to` is removed first (as rename(2) does).
+    /// With `no_replace`, an existing `to` fails with `Exists` instead.
+    pub fn rename(&self, from: &[u8], to: &[u8], no_replace: bool) -> Result<(), StreamError> {
+        let replaced = {
+            let mut inner = self.inner.lock();
+            let id = *inner.by_name.get(from).ok_or(StreamError::NotFound)?;
+            if from == to {
+                return Ok(());
+            }
+            let replaced = match inner.by_name.get(to).copied() {
+                Some(_) if no_replace => return Err(StreamError::Exists),
+                Some(old) => {
+                    inner.by_name.remove(to);
+                    inner.by_id.remove(&old).map(|(_, s)| s)
+                }
+                None => None,
+            };
+            inner.by_name.remove(from);
+            inner.by_name.insert(to.to_vec(), id);
+            inner.by_id.get_mut(&id).expect("by_name and by_id agree").0 = to.to_vec();
+            replaced
+        };
+        if let Some(stream) = replaced {
+            stream.remove();
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` streams with an id greater than `after`, in id order.
+    pub fn list_after(&self, after: u64, limit: usize) -> Vec<(u64, Vec<u8>)> {
+        let inner = self.inner.lock();
+        inner
+            .by_id
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(id, (name, _))| (*id, name.clone()))
+            .collect()
+    }
+
+    /// Every live stream with its name.
+    pub fn streams(&self) -> Vec<(Vec<u8>, Arc<Stream>)> {
+        let inner = self.inner.lock();
+        inner.by_id.values().cloned().collect()
+    }
+
+    /// Parked reads across all streams now.
+    pub fn parked_total(&self) -> usize {
+        self.parked_total.load(Ordering::Relaxed)
+    }
+
+    /// Ends every stream (readers get EOF after their queue, writers EPIPE) and refuses new
+    /// ones. Idempotent.
+    pub fn shutdown(&self) {
+        let streams: Vec<Arc<Stream>> = {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.by_name.clear();
+            std::mem::take(&mut inner.by_id)
+                .into_values()
+                .map(|(_, s)| s)
+                .collect()
+        };
+        for s in streams {
+            s.remove();
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Mount settings: the `-o key=value,...` strings of `mount`/fstab and the long flags, parsed
+//! and validated into [`MountSettings`] before anything is mounted. Knows nothing of fuser's
+//! types; `daemon.rs` turns the settings into a session configuration.
+
+use std::fmt;
+
+use crate::size::{SizeError, parse_size};
+use crate::stream::Budgets;
+
+/// Default per-reader channel budget (as the original: 6MB).
+pub const DEFAULT_CHANNEL_BUFFER_SIZE: u64 = 6 << 20;
+/// Default per-stream ring budget (as the original: 6MB).
+pub const DEFAULT_RING_BUFFER_SIZE: u64 = 6 << 20;
+
+/// A rejected option: names the option and the value and says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    pub option: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} '{}': {}",
+            self.option, self.value, self.reason
+        )
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+fn err(option: &str, value: &str, reason: impl Into<String>) -> OptionError {
+    OptionError {
+        option: option.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Kernel mount flags and FUSE options passed through to the mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelOptions {
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// Everything `-o` can set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSettings {
+    pub budgets: Budgets,
+    pub kernel: KernelOptions,
+    /// Owner and group given to new streams instead of the creator's.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Bits cleared from the mode of new streams, on top of the creator's umask.
+    pub umask: Option<u32>,
+    /// Name shown as the mount's source in /proc/mounts.
+    pub fsname: String,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        MountSettings {
+            budgets: Budgets {
+                channel: DEFAULT_CHANNEL_BUFFER_SIZE,
+                ring: DEFAULT_RING_BUFFER_SIZE,
+            },
+            kernel: KernelOptions::default(),
+            uid: None,
+            gid: None,
+            umask: None,
+            fsname: "streamfs".to_string(),
+        }
+    }
+}
+
+/// Parses a channel buffer size: a size above 0.
+pub fn parse_channel_size(value: &str) -> Result<u64, OptionError> {
+    const NAME: &str = "channel_buffer_size";
+    match parse_size(value) {
+        Ok(0) => Err(err(
+            NAME,
+            value,
+            "must be above 0 (each reader needs room for at least one write)",
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(size_err(NAME, value, e)),
+    }
+}
+
+/// Parses a ring buffer size: any size; 0 disables replay.
+pub fn parse_ring_size(value: &str) -> Result<u64, OptionError> {
+    parse_size(value).map_err(|e| size_err("ring_buffer_size", value, e))
+}
+
+fn size_err(name: &str, value: &str, e: SizeError) -> OptionError {
+    err(name, value, e.to_string())
+}
+
+fn parse_id(name: &str, value: &str) -> Result<u32, OptionError> {
+    value
+        .parse::<u32>()
+        .map_err(|_| err(name, value, "expected a numeric id"))
+}
+
+fn parse_umask(value: &str) -> Result<u32, OptionError> {
+    match u32::from_str_radix(value, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(err(
+            "umask",
+            value,
+            "expected octal permission bits, e.g. 022",
+        )),
+    }
+}
+
+/// Options of the generic mount helpers that mean nothing to streamfs: accepted and ignored,
+/// as FUSE daemons do.
+const IGNORED_FLAGS: &[&str] = &[
+    "rw",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "_netdev",
+    "nofail",
+    "suid",
+    "dev",
+    "exec",
+    "atime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "diratime",
+    "nodiratime",
+    "lazytime",
+    "nolazytime",
+    "async",
+    "sync",
+    "dirsync",
+    "silent",
+    "loud",
+    "auto_cache",
+    "noforget",
+    "auto_unmount",
+    "big_writes",
+];
+
+/// Option keys with a value that the helpers may pass and streamfs ignores.
+const IGNORED_KEYS: &[&str] = &["subtype", "max_read", "blksize", "comment"];
+
+impl MountSettings {
+    /// Applies one `-o` string (comma-separated). Later options win over earlier ones.
+    pub fn apply_options(&mut self, opts: &str) -> Result<(), OptionError> {
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            self.apply_option(opt)?;
+        }
+        Ok(())
+    }
+
+    fn apply_option(&mut self, opt: &str) -> Result<(), OptionError> {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        let k = &mut self.kernel;
+        match (key, value) {
+            ("channel_buffer_size", Some(v)) => self.budgets.channel = parse_channel_size(v)?,
+            ("ring_buffer_size", Some(v)) => self.budgets.ring = parse_ring_size(v)?,
+            ("uid", Some(v)) => self.uid = Some(parse_id("uid", v)?),
+            ("gid", Some(v)) => self.gid = Some(parse_id("gid", v)?),
+            ("umask", Some(v)) => self.umask = Some(parse_umask(v)?),
+            ("fsname", Some(v)) => self.fsname = v.to_string(),
+            ("allow_other", None) => k.allow_other = true,
+            ("allow_root", None) => k.allow_root = true,
+            ("default_permissions", None) => k.default_permissions = true,
+            ("ro", None) => k.read_only = true,
+            ("nosuid", None) => k.nosuid = true,
+            ("nodev", None) => k.nodev = true,
+            ("noexec", None) => k.noexec = true,
+            ("noatime", None) => k.noatime = true,
+            (key, None) if IGNORED_FLAGS.contains(&key) || key.starts_with("x-") => {}
+            (key, Some(_)) if IGNORED_KEYS.contains(&key) || key.starts_with("x-") => {}
+            (
+                "channel_buffer_size" | "ring_buffer_size" | "uid" | "gid" | "umask" | "fsname",
+                None,
+            ) => {
+                return Err(err(
+                    "option",
+                    opt,
+                    format!("'{key}' needs a value: {key}=VALUE"),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    "option",
+                    opt,
+                    "unknown mount option (see streamfs --help for the list)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(s: &str) -> Result<MountSettings, OptionError> {
+        let mut m = MountSettings::default();
+        m.apply_options(s).map(|()| m)
+    }
+
+    #[test]
+    fn defaults_are_six_megabytes() {
+        let m = MountSettings::default();
+        assert_eq!(m.budgets.channel, 6 * 1024 * 1024);
+        assert_eq!(m.budgets.ring, 6 * 1024 * 1024);
+    }
+
+    #[test]
+    fn sizes_from_options() {
+        let m = apply("channel_buffer_size=256KB,ring_buffer_size=512KB").unwrap();
+        assert_eq!(m.budgets.channel, 256 << 10);
+        assert_eq!(m.budgets.ring, 512 << 10);
+    }
+
+    #[test]
+    fn ring_zero_is_valid_channel_zero_is_not() {
+        assert_eq!(apply("ring_buffer_size=0").unwrap().budgets.ring, 0);
+        let e = apply("channel_buffer_size=0").unwrap_err();
+        assert_eq!(e.option, "channel_buffer_size");
+        assert_eq!(e.value, "0");
+    }
+
+    #[test]
+    fn errors_name_option_and_value() {
+        let e = apply("channel_buffer_size=12XB").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid channel_buffer_size '12XB': unknown unit"),
+            "{e}"
+        );
+        let e = apply("ring_buffer_size=-1").unwrap_err();
+        assert!(e.to_string().contains("'-1'"), "{e}");
+        let e = apply("ring_buffer_size=").unwrap_err();
+        assert_eq!(e.option, "ring_buffer_size");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = apply("rw,bogus=1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid option 'bogus=1': unknown mount option (see streamfs --help for the list)"
+        );
+        assert!(apply("channel_buffer_size").is_err());
+    }
+
+    #[test]
+    fn helper_options_are_accepted() {
+        let m = apply("rw,nosuid,nodev,noatime,allow_other,default_permissions,_netdev,nofail,x-systemd.automount,subtype=streamfs").unwrap();
+        assert!(m.kernel.allow_other && m.kernel.default_permissions && m.kernel.nosuid);
+        assert!(m.kernel.nodev && m.kernel.noatime);
+    }
+
+    #[test]
+    fn ownership_options() {
+        let m = apply("uid=1000,gid=100,umask=027").unwrap();
+        assert_eq!(
+            (m.uid, m.gid, m.umask),
+            (Some(1000), Some(100), Some(0o027))
+        );
+        assert!(apply("uid=bob").is_err());
+        assert!(apply("umask=999").is_err());
+    }
+}

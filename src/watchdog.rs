@@ -1,0 +1,168 @@
+//! Ends parked reads whose caller has a signal pending.
+//!
+//! fuser answers FUSE_INTERRUPT with ENOSYS, after which the kernel waits for a sent READ
+//! without regard to signals: a process blocked on an empty stream could not be killed, even
+//! with SIGKILL. This watchdog looks, every [`SCAN_INTERVAL`], at the status of each thread
+//! with a parked read (the request's pid is the thread id) and answers the read with EINTR
+//! when a signal is pending that the thread neither blocks nor ignores. Programs retry
+//! interrupted reads (cat, ffmpeg, Python) or die of the signal, as they would on a pipe.
+//!
+//! Knows the core's parked-read listing and Linux's /proc, not FUSE.
+
+use std::collections::HashSet;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::namespace::Namespace;
+use crate::sync::{Arc, Ordering};
+
+/// How often parked reads are checked. A killed reader ends within about twice this.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What a thread's status says about deliverable pending signals.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing deliverable is pending.
+    None,
+    /// A signal is pending for this very thread (SIGKILL shows here for every thread).
+    Thread,
+    /// A process-wide signal is pending; another thread could take it unless the process
+    /// has a single thread.
+    Process { single_thread: bool },
+}
+
+fn hex_field(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    u64::from_str_radix(line[key.len()..].trim(), 16).ok()
+}
+
+/// Reads the pending-signal state from the text of `/proc/<tid>/status`.
+pub fn pending_from_status(status: &str) -> Option<Pending> {
+    let thread = hex_field(status, "SigPnd:")?;
+    let shared = hex_field(status, "ShdPnd:")?;
+    let blocked = hex_field(status, "SigBlk:")?;
+    let ignored = hex_field(status, "SigIgn:")?;
+    let threads: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1);
+    let deliverable = !blocked & !ignored;
+    Some(if thread & deliverable != 0 {
+        Pending::Thread
+    } else if shared & deliverable != 0 {
+        Pending::Process {
+            single_thread: threads == 1,
+        }
+    } else {
+        Pending::None
+    })
+}
+
+fn pending_for(tid: u32) -> Option<Pending> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    pending_from_status(&status)
+}
+
+/// Starts the watchdog thread; it ends when `stop` is set.
+pub fn spawn(
+    ns: Arc<Namespace>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("interrupts".into())
+        .spawn(move || {
+            // Parked reads seen with a process-wide signal pending at the last scan.
+            let mut seen: HashSet<(u64, u64)> = HashSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(SCAN_INTERVAL);
+                if ns.parked_total() == 0 {
+                    seen.clear();
+                    continue;
+                }
+                let mut next = HashSet::new();
+                for (_, stream) in ns.streams() {
+                    for p in stream.parked_reads() {
+                        let key = (stream.id(), p.read);
+                        let cancel = match pending_for(p.tag) {
+                            Some(Pending::Thread) => true,
+                            Some(Pending::Process { single_thread }) => {
+                                // A multi-threaded process may take the signal on another
+                                // thread; act when it stays pending across two scans.
+                                single_thread || seen.contains(&key) || !next.insert(key)
+                            }
+                            Some(Pending::None) | None => false,
+                        };
+                        if cancel && stream.cancel_read(p.reader, p.read) {
+                            log::debug!(
+                                "read {} of thread {} interrupted by a signal",
+                                p.read,
+                                p.tag
+                            );
+                        }
+                    }
+                }
+                seen = next;
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pnd: &str, shd: &str, blk: &str, ign: &str, threads: u32) -> String {
+        format!(
+            "Name:\tcat\nThreads:\t{threads}\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t{ign}\nSigCgt:\t0\n"
+        )
+    }
+
+    #[test]
+    fn nothing_pending() {
+        let s = status("0000000000000000", "0000000000000000", "0", "0", 1);
+        assert_eq!(pending_from_status(&s), Some(Pending::None));
+    }
+
+    #[test]
+    fn sigkill_on_the_thread() {
+        // SIGKILL is signal 9: bit 8.
+        let s = status("0000000000000100", "0000000000000000", "0", "0", 4);
+        assert_eq!(pending_from_status(&s), Some(Pending::Thread));
+    }
+
+    #[test]
+    fn process_wide_sigterm() {
+        // SIGTERM is 15: bit 14.
+        let s = status("0", "0000000000004000", "0", "0", 1);
+        assert_eq!(
+            pending_from_status(&s),
+            Some(Pending::Process {
+                single_thread: true
+            })
+        );
+        let s = status("0", "0000000000004000", "0", "0", 3);
+        assert_eq!(
+            pending_from_status(&s),
+            Some(Pending::Process {
+                single_thread: false
+            })
+        );
+    }
+
+    #[test]
+    fn blocked_or_ignored_signals_do_not_count() {
+        let s = status(
+            "0000000000004000",
+            "0000000000000002",
+            "0000000000004000",
+            "0000000000000002",
+            1,
+        );
+        assert_eq!(pending_from_status(&s), Some(Pending::None));
+    }
+
+    #[test]
+    fn unreadable_status() {
+        assert_eq!(pending_from_status("Name:\tx\n"), None);
+    }
+}
