@@ -1,0 +1,272 @@
+//! Shared harness of the integration tests: a real streamfs mount in a temporary directory,
+//! behind one guard that unmounts and reaps the daemon on drop, even when a test panics, and
+//! never hangs in cleanup (lazy unmount as the last resort).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_streamfs")
+}
+
+/// Fails the test, loudly, when FUSE is not available: a test that cannot mount must not pass.
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests mount a real FUSE filesystem and cannot run here \
+         (load the fuse module, or run in a container with --device /dev/fuse)"
+    );
+}
+
+/// Whether `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    streamfs::daemon::is_mount_point(path)
+}
+
+/// Waits for `cond` up to `limit`; the limit only detects hangs, it never paces the test.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A mounted streamfs served by a foreground daemon that this guard owns.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub daemon: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts with extra command-line arguments, in the foreground (`-f`).
+    pub fn new(args: &[&str]) -> Mount {
+        require_fuse();
+        let dir = tempfile::Builder::new().prefix("streamfs-test").tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let path = path.canonicalize().unwrap();
+        let log = dir.path().join("daemon.log");
+        let daemon = Command::new(bin())
+            .arg(&path)
+            .arg("-f")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start streamfs");
+        let mut m = Mount {
+            dir,
+            path,
+            daemon: Some(daemon),
+            log,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(&m.path) {
+            if let Some(status) = m.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "streamfs exited with {status} before mounting: {}",
+                    m.log_text()
+                );
+            }
+            assert!(Instant::now() < end, "mount did not appear: {}", m.log_text());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        m
+    }
+
+    /// Path of a stream in the mount.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM to the daemon and waits for it to exit and the mount to vanish.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().expect("daemon running");
+        kill(child.id(), libc::SIGTERM);
+        let status = wait_child(&mut child, Duration::from_secs(10)).expect("daemon exited");
+        status
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            kill(child.id(), libc::SIGTERM);
+            if wait_child(&mut child, Duration::from_secs(8)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if is_mounted(&self.path) {
+            let _ = streamfs::daemon::unmount(&self.path, true);
+        }
+    }
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Waits for a child up to `limit`; None when it is still running.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process whose stdout is collected by a thread; dropped processes are killed.
+pub struct Proc {
+    pub child: Child,
+    rx: mpsc::Receiver<Vec<u8>>,
+    got: Vec<u8>,
+}
+
+impl Proc {
+    /// Starts `sh -c script` with stdout captured.
+    pub fn sh(script: &str) -> Proc {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Proc {
+            child,
+            rx,
+            got: Vec::new(),
+        }
+    }
+
+    /// `cat PATH`, the plain reader.
+    pub fn cat(path: &Path) -> Proc {
+        Proc::sh(&format!("exec cat '{}'", path.display()))
+    }
+
+    /// Collects output until it holds at least `n` bytes; panics after `limit`.
+    pub fn read_at_least(&mut self, n: usize, limit: Duration) -> &[u8] {
+        let end = Instant::now() + limit;
+        while self.got.len() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.got.extend_from_slice(&chunk),
+                Err(_) => panic!(
+                    "expected {n} bytes, got {} before timeout or EOF: {:?}",
+                    self.got.len(),
+                    String::from_utf8_lossy(&self.got[self.got.len().saturating_sub(200)..])
+                ),
+            }
+        }
+        &self.got
+    }
+
+    /// Collects output until EOF (the process closed stdout); panics after `limit`.
+    pub fn read_to_eof(&mut self, limit: Duration) -> &[u8] {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.got.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return &self.got,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no EOF after {limit:?}; got {} bytes", self.got.len())
+                }
+            }
+        }
+    }
+
+    /// Bytes collected so far without waiting.
+    pub fn drain(&mut self) -> &[u8] {
+        while let Ok(chunk) = self.rx.try_recv() {
+            self.got.extend_from_slice(&chunk);
+        }
+        &self.got
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_child(&mut self.child, limit).expect("process did not exit in time")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `sh -c script` to completion and returns (status, stdout, stderr).
+pub fn sh(script: &str) -> (i32, String, String) {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads one of the stream's statistics attributes.
+pub fn xattr_u64(path: &Path, name: &str) -> u64 {
+    streamfs::control::get_xattr(path, &format!("user.streamfs.{name}"))
+        .unwrap_or_else(|e| panic!("getxattr {name} on {}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until the stream has `n` readers registered.
+pub fn wait_readers(path: &Path, n: u64) {
+    wait_for(&format!("{n} readers on {}", path.display()), Duration::from_secs(10), || {
+        xattr_u64(path, "readers") == n
+    });
+}
+
+/// Waits until every thread of `pid` sleeps in a read (state S or D), so that it is parked.
+pub fn wait_blocked(pid: u32) {
+    wait_for(&format!("process {pid} to block"), Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        matches!(state, Some('S') | Some('D'))
+    });
+}
