@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, Session, SessionACL};
 use log::{error, info, warn};
 
 use crate::fs::StreamFs;
@@ -99,26 +99,23 @@ fn check_kernel() {
     }
 }
 
-fn session_config(m: &MountSettings) -> Config {
-    let mut opts = vec![
-        MountOption::FSName(m.fsname.clone()),
-        MountOption::Subtype("streamfs".into()),
-    ];
+fn mount_request(m: &MountSettings) -> crate::mount::MountRequest {
     let k = &m.kernel;
-    for (on, opt) in [
-        (k.default_permissions, MountOption::DefaultPermissions),
-        (k.read_only, MountOption::RO),
-        (k.nosuid, MountOption::NoSuid),
-        (k.nodev, MountOption::NoDev),
-        (k.noexec, MountOption::NoExec),
-        (k.noatime, MountOption::NoAtime),
-    ] {
-        if on {
-            opts.push(opt);
-        }
+    crate::mount::MountRequest {
+        fsname: m.fsname.clone(),
+        allow_other: k.allow_other,
+        allow_root: k.allow_root,
+        default_permissions: k.default_permissions,
+        read_only: k.read_only,
+        noexec: k.noexec,
+        noatime: k.noatime,
     }
+}
+
+/// The session's configuration; the mount itself is made by `mount.rs`.
+fn session_config(m: &MountSettings) -> Config {
+    let k = &m.kernel;
     let mut config = Config::default();
-    config.mount_options = opts;
     config.acl = if k.allow_other {
         SessionACL::All
     } else if k.allow_root {
@@ -353,7 +350,11 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
     let ns = Arc::new(Namespace::new(s.mount.budgets));
     let fs = StreamFs::new(ns.clone(), s.mount.clone());
     let mp = s.mountpoint.display().to_string();
-    let session = match Session::new(fs, &s.mountpoint, &session_config(&s.mount)) {
+    let config = session_config(&s.mount);
+    let acl = config.acl;
+    let session = match crate::mount::mount(&s.mountpoint, &mount_request(&s.mount))
+        .and_then(|fd| Session::from_fd(fs, fd, acl, config))
+    {
         Ok(session) => session,
         Err(e) => {
             let hint = if e.kind() == io::ErrorKind::NotFound || !Path::new("/dev/fuse").exists() {

@@ -6,6 +6,7 @@
 pub mod control;
 pub mod daemon;
 pub mod fs;
+pub mod mount;
 pub mod namespace;
 pub mod options;
 pub mod size;

@@ -47,8 +47,6 @@ pub struct KernelOptions {
     pub allow_root: bool,
     pub default_permissions: bool,
     pub read_only: bool,
-    pub nosuid: bool,
-    pub nodev: bool,
     pub noexec: bool,
     pub noatime: bool,
 }
@@ -126,6 +124,9 @@ fn parse_umask(value: &str) -> Result<u32, OptionError> {
 /// Options of the generic mount helpers that mean nothing to streamfs: accepted and ignored,
 /// as FUSE daemons do.
 const IGNORED_FLAGS: &[&str] = &[
+    // Always in force: streams are never executables' setuid bits or devices.
+    "nosuid",
+    "nodev",
     "rw",
     "defaults",
     "auto",
@@ -189,8 +190,6 @@ impl MountSettings {
             ("allow_root", None) => k.allow_root = true,
             ("default_permissions", None) => k.default_permissions = true,
             ("ro", None) => k.read_only = true,
-            ("nosuid", None) => k.nosuid = true,
-            ("nodev", None) => k.nodev = true,
             ("noexec", None) => k.noexec = true,
             ("noatime", None) => k.noatime = true,
             (key, None) if IGNORED_FLAGS.contains(&key) || key.starts_with("x-") => {}
@@ -275,8 +274,7 @@ mod tests {
     #[test]
     fn helper_options_are_accepted() {
         let m = apply("rw,nosuid,nodev,noatime,allow_other,default_permissions,_netdev,nofail,x-systemd.automount,subtype=streamfs").unwrap();
-        assert!(m.kernel.allow_other && m.kernel.default_permissions && m.kernel.nosuid);
-        assert!(m.kernel.nodev && m.kernel.noatime);
+        assert!(m.kernel.allow_other && m.kernel.default_permissions && m.kernel.noatime);
     }
 
     #[test]

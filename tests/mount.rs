@@ -26,7 +26,10 @@ fn daemon_mode_returns_once_mounted_and_stop_unmounts() {
     let (code, _, err) = sh(&format!("{} stop '{}'", bin(), mp.display()));
     assert_eq!(code, 0, "stop failed: {err}");
     assert!(!is_mounted(&mp), "still mounted after stop");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "daemon still running");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "daemon still running"
+    );
 }
 
 #[test]
@@ -34,7 +37,12 @@ fn options_and_long_flags_set_the_budgets() {
     let m = Mount::new(&["-o", "channel_buffer_size=256KB,ring_buffer_size=512KB"]);
     assert_eq!(xattr_u64(&m.path, "channel_buffer_size"), 256 * 1024);
     assert_eq!(xattr_u64(&m.path, "ring_buffer_size"), 512 * 1024);
-    let m = Mount::new(&["--channel-buffer-size", "16MB", "--ring-buffer-size", "32MB"]);
+    let m = Mount::new(&[
+        "--channel-buffer-size",
+        "16MB",
+        "--ring-buffer-size",
+        "32MB",
+    ]);
     assert_eq!(xattr_u64(&m.path, "channel_buffer_size"), 16 << 20);
     assert_eq!(xattr_u64(&m.path, "ring_buffer_size"), 32 << 20);
     let m = Mount::new(&[]);
@@ -51,13 +59,38 @@ fn bad_input_exits_2_naming_option_and_value_before_mounting() {
     std::fs::write(&file, b"").unwrap();
     let mps = mp.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![mps.clone(), "-o".into(), "channel_buffer_size=0".into()], "channel_buffer_size '0'"),
-        (vec![mps.clone(), "-o".into(), "channel_buffer_size=-1".into()], "channel_buffer_size '-1'"),
-        (vec![mps.clone(), "-o".into(), "ring_buffer_size=".into()], "ring_buffer_size ''"),
-        (vec![mps.clone(), "-o".into(), "ring_buffer_size=12XB".into()], "ring_buffer_size '12XB'"),
-        (vec![mps.clone(), "-o".into(), "ring_buffer_size=99999999999999GB".into()], "ring_buffer_size '99999999999999GB'"),
-        (vec![mps.clone(), "-o".into(), "colour=blue".into()], "'colour=blue'"),
-        (vec![mps.clone(), "--channel-buffer-size".into(), "12XB".into()], "--channel-buffer-size '12XB'"),
+        (
+            vec![mps.clone(), "-o".into(), "channel_buffer_size=0".into()],
+            "channel_buffer_size '0'",
+        ),
+        (
+            vec![mps.clone(), "-o".into(), "channel_buffer_size=-1".into()],
+            "channel_buffer_size '-1'",
+        ),
+        (
+            vec![mps.clone(), "-o".into(), "ring_buffer_size=".into()],
+            "ring_buffer_size ''",
+        ),
+        (
+            vec![mps.clone(), "-o".into(), "ring_buffer_size=12XB".into()],
+            "ring_buffer_size '12XB'",
+        ),
+        (
+            vec![
+                mps.clone(),
+                "-o".into(),
+                "ring_buffer_size=99999999999999GB".into(),
+            ],
+            "ring_buffer_size '99999999999999GB'",
+        ),
+        (
+            vec![mps.clone(), "-o".into(), "colour=blue".into()],
+            "'colour=blue'",
+        ),
+        (
+            vec![mps.clone(), "--channel-buffer-size".into(), "12XB".into()],
+            "--channel-buffer-size '12XB'",
+        ),
         (vec![mps.clone() + "/missing"], "missing"),
         (vec![file.display().to_string()], "not a directory"),
     ];
@@ -65,8 +98,15 @@ fn bad_input_exits_2_naming_option_and_value_before_mounting() {
         let out = Command::new(bin()).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: error {err:?} lacks {needle:?}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: error {err:?} lacks {needle:?}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
         assert!(!is_mounted(&mp), "{args:?} mounted something");
     }
     // ring_buffer_size=0 is valid.
@@ -109,7 +149,9 @@ fn recording_reader_gets_identical_bytes_and_eof_on_rm() {
     let m = Mount::new(&["-o", "channel_buffer_size=64MB"]);
     let src = m.dir.path().join("in.dat");
     let out = m.dir.path().join("out.dat");
-    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..8_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&src, &data).unwrap();
     let cam = m.file("cam1");
     sh(&format!("touch '{}'", cam.display()));
@@ -120,7 +162,10 @@ fn recording_reader_gets_identical_bytes_and_eof_on_rm() {
     assert_eq!(xattr_u64(&cam, "bytes_written"), data.len() as u64);
     std::fs::remove_file(&cam).unwrap();
     assert!(rec.wait(HANG).success());
-    assert!(std::fs::read(&out).unwrap() == data, "recording differs from the input");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "recording differs from the input"
+    );
 }
 
 #[test]
@@ -128,7 +173,12 @@ fn ls_stat_and_rm() {
     let m = Mount::new(&[]);
     let cam = m.file("cam1");
     std::fs::write(&cam, b"12345").unwrap();
-    std::fs::OpenOptions::new().append(true).open(&cam).unwrap().write_all(b"678").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cam)
+        .unwrap()
+        .write_all(b"678")
+        .unwrap();
     let meta = std::fs::metadata(&cam).unwrap();
     assert_eq!(meta.len(), 8, "size is the total bytes written");
     assert_eq!(meta.mode() & 0o7777, 0o644);
@@ -154,6 +204,7 @@ fn mode_from_create_is_kept() {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(m.file("secret"))
         .unwrap();
@@ -208,7 +259,10 @@ fn eight_writers_records_arrive_whole_and_in_one_order_for_four_readers() {
         assert_eq!(order.len(), 8 * N as usize);
         orders.push(order);
     }
-    assert!(orders.windows(2).all(|p| p[0] == p[1]), "readers disagree on the order");
+    assert!(
+        orders.windows(2).all(|p| p[0] == p[1]),
+        "readers disagree on the order"
+    );
     assert_eq!(xattr_u64(&s, "dropped_writes"), 0);
 }
 
@@ -216,7 +270,11 @@ fn eight_writers_records_arrive_whole_and_in_one_order_for_four_readers() {
 fn late_joiner_gets_history_then_live_without_gap_or_duplicate() {
     let m = Mount::new(&["-o", "ring_buffer_size=1MB"]);
     let s = m.file("seq");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&s).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&s)
+        .unwrap();
     for i in 0..100 {
         f.write_all(format!("{i:06}\n").as_bytes()).unwrap();
     }
@@ -234,7 +292,11 @@ fn late_joiner_gets_history_then_live_without_gap_or_duplicate() {
 fn ring_keeps_only_the_newest_writes_within_its_budget() {
     let m = Mount::new(&["-o", "ring_buffer_size=4KB"]);
     let s = m.file("r");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&s).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&s)
+        .unwrap();
     for i in 0..100u8 {
         f.write_all(&[b'A' + (i % 26); 1000]).unwrap();
     }
@@ -270,7 +332,10 @@ fn stopped_slow_reader_drops_while_fast_reader_gets_everything() {
             std::fs::metadata(&fast_out).unwrap().len() == i << 20
         });
     }
-    assert!(xattr_u64(&s, "dropped_writes") > 0, "the stopped reader dropped nothing");
+    assert!(
+        xattr_u64(&s, "dropped_writes") > 0,
+        "the stopped reader dropped nothing"
+    );
     std::fs::remove_file(&s).unwrap();
     assert!(fast.wait(HANG).success());
     assert_eq!(std::fs::metadata(&fast_out).unwrap().len(), total as u64);
@@ -292,7 +357,10 @@ fn assert_reader_dies_of(sig: i32) {
     let status = r.wait(HANG);
     let took = t.elapsed();
     assert!(!status.success());
-    assert!(took < Duration::from_millis(500), "signal {sig} took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "signal {sig} took {took:?}"
+    );
 }
 
 #[test]
@@ -314,7 +382,11 @@ fn blocked_reader_dies_of_sigint_at_once() {
 fn rm_gives_readers_eof_and_writers_epipe() {
     let m = Mount::new(&[]);
     let s = m.file("gone");
-    let mut w = std::fs::OpenOptions::new().create(true).append(true).open(&s).unwrap();
+    let mut w = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&s)
+        .unwrap();
     let mut r = Proc::cat(&s);
     wait_readers(&s, 1);
     w.write_all(b"last words\n").unwrap();
@@ -359,7 +431,11 @@ fn two_hundred_idle_readers_do_not_stall_anything() {
     std::fs::write(&busy, b"hello").unwrap();
     let mut r = Proc::cat(&busy);
     assert_eq!(r.read_at_least(5, HANG), b"hello");
-    let (code, out, _) = sh(&format!("ls '{}'; stat -c %s '{}'", m.path.display(), busy.display()));
+    let (code, out, _) = sh(&format!(
+        "ls '{}'; stat -c %s '{}'",
+        m.path.display(),
+        busy.display()
+    ));
     assert_eq!(code, 0);
     assert!(out.contains("idle") && out.contains("busy"));
     drop(readers);
@@ -369,7 +445,11 @@ fn two_hundred_idle_readers_do_not_stall_anything() {
 fn large_reads_return_what_is_queued_without_stalling() {
     let m = Mount::new(&[]);
     let s = m.file("big");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&s).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&s)
+        .unwrap();
     f.write_all(&vec![7u8; 3 << 20]).unwrap();
     // A 4 MiB read with 3 MiB queued returns promptly with a partial count.
     let mut r = std::fs::File::open(&s).unwrap();
@@ -397,6 +477,7 @@ fn streams_are_not_seekable_and_rdwr_reads_do_not_block_writes() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .open(&s)
         .unwrap();
     use std::io::Seek;
@@ -434,13 +515,20 @@ fn nonblocking_read_with_nothing_queued_is_eagain() {
 fn unsupported_operations_get_clear_errnos() {
     let m = Mount::new(&[]);
     let dir = m.file("sub");
-    assert_eq!(std::fs::create_dir(&dir).unwrap_err().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(
+        std::fs::create_dir(&dir).unwrap_err().raw_os_error(),
+        Some(libc::EPERM)
+    );
     let (code, _, err) = sh(&format!("mkfifo '{}'", m.file("fifo").display()));
     assert_ne!(code, 0);
     assert!(err.contains("not permitted"), "{err}");
     let s = m.file("s");
     std::fs::write(&s, b"abc").unwrap();
-    assert_eq!(sh(&format!("truncate -s 0 '{}'", s.display())).0, 0, "truncate is a no-op");
+    assert_eq!(
+        sh(&format!("truncate -s 0 '{}'", s.display())).0,
+        0,
+        "truncate is a no-op"
+    );
     let e = std::os::unix::fs::symlink(&s, m.file("link")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
     // Nothing above hung or broke the daemon.

@@ -49,7 +49,10 @@ impl Mount {
     /// Mounts with extra command-line arguments, in the foreground (`-f`).
     pub fn new(args: &[&str]) -> Mount {
         require_fuse();
-        let dir = tempfile::Builder::new().prefix("streamfs-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("streamfs-test")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
         let path = path.canonicalize().unwrap();
@@ -77,7 +80,11 @@ impl Mount {
                     m.log_text()
                 );
             }
-            assert!(Instant::now() < end, "mount did not appear: {}", m.log_text());
+            assert!(
+                Instant::now() < end,
+                "mount did not appear: {}",
+                m.log_text()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         m
@@ -100,8 +107,7 @@ impl Mount {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.daemon.take().expect("daemon running");
         kill(child.id(), libc::SIGTERM);
-        let status = wait_child(&mut child, Duration::from_secs(10)).expect("daemon exited");
-        status
+        wait_child(&mut child, Duration::from_secs(10)).expect("daemon exited")
     }
 }
 
@@ -257,16 +263,22 @@ pub fn xattr_u64(path: &Path, name: &str) -> u64 {
 
 /// Waits until the stream has `n` readers registered.
 pub fn wait_readers(path: &Path, n: u64) {
-    wait_for(&format!("{n} readers on {}", path.display()), Duration::from_secs(10), || {
-        xattr_u64(path, "readers") == n
-    });
+    wait_for(
+        &format!("{n} readers on {}", path.display()),
+        Duration::from_secs(10),
+        || xattr_u64(path, "readers") == n,
+    );
 }
 
 /// Waits until every thread of `pid` sleeps in a read (state S or D), so that it is parked.
 pub fn wait_blocked(pid: u32) {
-    wait_for(&format!("process {pid} to block"), Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        matches!(state, Some('S') | Some('D'))
-    });
+    wait_for(
+        &format!("process {pid} to block"),
+        Duration::from_secs(10),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+            matches!(state, Some('S') | Some('D'))
+        },
+    );
 }
