@@ -347,7 +347,7 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
     // from now on) so that only the sigwait thread takes them.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 
-    let ns = Arc::new(Namespace::new(s.mount.budgets));
+    let ns = Arc::new(Namespace::with_policy(s.mount.budgets, s.mount.policy));
     let fs = StreamFs::new(ns.clone(), s.mount.clone());
     let mp = s.mountpoint.display().to_string();
     let config = session_config(&s.mount);

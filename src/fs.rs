@@ -43,6 +43,8 @@ fn errno(e: StreamError) -> Errno {
         StreamError::Removed => Errno::EPIPE,
         StreamError::NotFound => Errno::ENOENT,
         StreamError::Exists => Errno::EEXIST,
+        // A write waiting for room (slow_reader=block) whose writer got a signal.
+        StreamError::Interrupted => Errno::EINTR,
     }
 }
 
@@ -468,7 +470,7 @@ impl Filesystem for StreamFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _offset: u64,
@@ -487,10 +489,12 @@ impl Filesystem for StreamFs {
         };
         let full = data.len() as u32 > MAX_REQUEST - PAGE_SIZE;
         let continues = h.last_write_full.swap(full, Ordering::Relaxed);
-        match writer.write(data, continues) {
-            Ok(()) => reply.written(data.len() as u32),
+        let len = data.len() as u32;
+        let done = Box::new(move |result: Result<(), StreamError>| match result {
+            Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(e)),
-        }
+        });
+        writer.submit(data, continues, req.pid(), done);
     }
 
     fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
@@ -618,20 +622,48 @@ impl Filesystem for StreamFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
-        _value: &[u8],
+        value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         debug!("setxattr(ino={ino:?}, name={name:?})");
-        // The statistics are read-only; other attributes are not stored.
-        if name.as_bytes().starts_with(xattr::PREFIX.as_bytes()) {
-            reply.error(Errno::EPERM)
-        } else {
-            reply.error(Errno::from_i32(libc::ENOTSUP))
+        let Some(stream) = self.ns.get(ino.0) else {
+            return reply.error(if ino == ROOT {
+                Errno::EPERM
+            } else {
+                Errno::ENOENT
+            });
+        };
+        let name = name.as_bytes();
+        if !name.starts_with(xattr::PREFIX.as_bytes()) {
+            // Only streamfs's own settings can be set; nothing else is stored.
+            return reply.error(Errno::from_i32(libc::ENOTSUP));
+        }
+        let meta = stream.meta();
+        if req.uid() != 0 && req.uid() != meta.uid {
+            return reply.error(Errno::EPERM);
+        }
+        let value = String::from_utf8_lossy(value);
+        match xattr::apply_setting(&stream, &name[xattr::PREFIX.len()..], value.trim()) {
+            Ok(()) => {
+                info!(
+                    "stream {}: {} set to {}",
+                    stream.id(),
+                    String::from_utf8_lossy(name),
+                    value.trim()
+                );
+                reply.ok()
+            }
+            Err(xattr::SetError::ReadOnly) => reply.error(Errno::EPERM),
+            Err(xattr::SetError::Unknown) => reply.error(Errno::from_i32(libc::ENOTSUP)),
+            Err(xattr::SetError::Invalid(e)) => {
+                warn!("stream {}: {e}", stream.id());
+                reply.error(Errno::EINVAL)
+            }
         }
     }
 
@@ -750,5 +782,6 @@ mod tests {
         assert_eq!(errno(StreamError::Removed), Errno::EPIPE);
         assert_eq!(errno(StreamError::NotFound), Errno::ENOENT);
         assert_eq!(errno(StreamError::Exists), Errno::EEXIST);
+        assert_eq!(errno(StreamError::Interrupted), Errno::EINTR);
     }
 }

@@ -16,6 +16,12 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
                             for it (default 6MB; must be above 0)
   ring_buffer_size=SIZE     history replayed to a reader when it opens (default 6MB;
                             0 disables replay)
+  slow_reader=POLICY        what a write does to a reader whose buffer is full:
+                            drop (default) drops it for that reader; block waits until
+                            every reader has room (lossless, like a pipe); disconnect
+                            gives that reader the rest of its queue, then EOF
+  on_writer_close=POLICY    keep (default): readers wait for a next writer; eof: when the
+                            last writer closes, readers get the rest, then EOF
   uid=N, gid=N              owner and group of new streams (default: the creator)
   umask=OOO                 mode bits cleared from new streams (octal, e.g. 022)
   allow_other, allow_root   let other users (or root) use the mount (allow_other needs
@@ -24,6 +30,9 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
   ro, nosuid, nodev, noexec, noatime, fsname=NAME
   Generic mount options (rw, auto, noauto, user, users, _netdev, nofail, x-*, ...) are
   accepted and ignored.
+
+Per-stream overrides: setfattr -n user.streamfs.ring_buffer_size -v 16MB FILE (also
+channel_buffer_size, slow_reader, on_writer_close). Statistics: getfattr -d -m - FILE.
 
 SIZE is a number of bytes or a number with a unit: B, KB, MB, GB (1024-based,
 case-insensitive; KiB, MiB, GiB accepted), decimals allowed: 524288, 512KB, 1.5MB.

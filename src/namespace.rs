@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::stream::{Budgets, Meta, Stream, StreamError};
+use crate::stream::{Budgets, Meta, Policy, Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The first stream id; 1 is the root directory's inode number in FUSE.
@@ -24,8 +24,9 @@ struct Inner {
 /// The set of live streams of a mount.
 pub struct Namespace {
     inner: Mutex<Inner>,
-    /// Budgets given to new streams.
+    /// Budgets and policies given to new streams.
     defaults: Budgets,
+    policy: Policy,
     next_id: AtomicU64,
     /// Parked reads across all streams (see `Stream`).
     parked_total: Arc<AtomicUsize>,
@@ -33,7 +34,12 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn new(defaults: Budgets) -> Namespace {
+        Namespace::with_policy(defaults, Policy::default())
+    }
+
+    pub fn with_policy(defaults: Budgets, policy: Policy) -> Namespace {
         Namespace {
+            policy,
             inner: Mutex::new(Inner {
                 by_id: BTreeMap::new(),
                 by_name: HashMap::new(),
@@ -49,6 +55,10 @@ impl Namespace {
         self.defaults
     }
 
+    pub fn default_policy(&self) -> Policy {
+        self.policy
+    }
+
     /// Returns the stream named `name`, creating it with `meta` when there is none. The flag
     /// says whether it was created. Fails with `Removed` after shutdown.
     pub fn create(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
@@ -61,6 +71,7 @@ impl Namespace {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Stream::new(id, self.defaults, meta, self.parked_total.clone());
+        stream.set_policy(self.policy);
         inner.by_name.insert(name.to_vec(), id);
         inner.by_id.insert(id, (name.to_vec(), stream.clone()));
         Ok((stream, true))

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::size::{SizeError, parse_size};
-use crate::stream::Budgets;
+use crate::stream::{Budgets, OnWriterClose, Policy, SlowReader};
 
 /// Default per-reader channel budget (as the original: 6MB).
 pub const DEFAULT_CHANNEL_BUFFER_SIZE: u64 = 6 << 20;
@@ -55,6 +55,7 @@ pub struct KernelOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSettings {
     pub budgets: Budgets,
+    pub policy: Policy,
     pub kernel: KernelOptions,
     /// Owner and group given to new streams instead of the creator's.
     pub uid: Option<u32>,
@@ -72,6 +73,7 @@ impl Default for MountSettings {
                 channel: DEFAULT_CHANNEL_BUFFER_SIZE,
                 ring: DEFAULT_RING_BUFFER_SIZE,
             },
+            policy: Policy::default(),
             kernel: KernelOptions::default(),
             uid: None,
             gid: None,
@@ -98,6 +100,29 @@ pub fn parse_channel_size(value: &str) -> Result<u64, OptionError> {
 /// Parses a ring buffer size: any size; 0 disables replay.
 pub fn parse_ring_size(value: &str) -> Result<u64, OptionError> {
     parse_size(value).map_err(|e| size_err("ring_buffer_size", value, e))
+}
+
+/// Parses a `slow_reader` policy.
+pub fn parse_slow_reader(value: &str) -> Result<SlowReader, OptionError> {
+    match value {
+        "drop" => Ok(SlowReader::Drop),
+        "block" => Ok(SlowReader::Block),
+        "disconnect" => Ok(SlowReader::Disconnect),
+        _ => Err(err(
+            "slow_reader",
+            value,
+            "expected drop, block or disconnect",
+        )),
+    }
+}
+
+/// Parses an `on_writer_close` policy.
+pub fn parse_on_writer_close(value: &str) -> Result<OnWriterClose, OptionError> {
+    match value {
+        "keep" => Ok(OnWriterClose::Keep),
+        "eof" => Ok(OnWriterClose::Eof),
+        _ => Err(err("on_writer_close", value, "expected keep or eof")),
+    }
 }
 
 fn size_err(name: &str, value: &str, e: SizeError) -> OptionError {
@@ -182,6 +207,8 @@ impl MountSettings {
         match (key, value) {
             ("channel_buffer_size", Some(v)) => self.budgets.channel = parse_channel_size(v)?,
             ("ring_buffer_size", Some(v)) => self.budgets.ring = parse_ring_size(v)?,
+            ("slow_reader", Some(v)) => self.policy.slow_reader = parse_slow_reader(v)?,
+            ("on_writer_close", Some(v)) => self.policy.on_writer_close = parse_on_writer_close(v)?,
             ("uid", Some(v)) => self.uid = Some(parse_id("uid", v)?),
             ("gid", Some(v)) => self.gid = Some(parse_id("gid", v)?),
             ("umask", Some(v)) => self.umask = Some(parse_umask(v)?),
@@ -195,7 +222,14 @@ impl MountSettings {
             (key, None) if IGNORED_FLAGS.contains(&key) || key.starts_with("x-") => {}
             (key, Some(_)) if IGNORED_KEYS.contains(&key) || key.starts_with("x-") => {}
             (
-                "channel_buffer_size" | "ring_buffer_size" | "uid" | "gid" | "umask" | "fsname",
+                "channel_buffer_size"
+                | "ring_buffer_size"
+                | "slow_reader"
+                | "on_writer_close"
+                | "uid"
+                | "gid"
+                | "umask"
+                | "fsname",
                 None,
             ) => {
                 return Err(err(
@@ -275,6 +309,23 @@ mod tests {
     fn helper_options_are_accepted() {
         let m = apply("rw,nosuid,nodev,noatime,allow_other,default_permissions,_netdev,nofail,x-systemd.automount,subtype=streamfs").unwrap();
         assert!(m.kernel.allow_other && m.kernel.default_permissions && m.kernel.noatime);
+    }
+
+    #[test]
+    fn policies() {
+        let m = apply("slow_reader=block,on_writer_close=eof").unwrap();
+        assert_eq!(m.policy.slow_reader, SlowReader::Block);
+        assert_eq!(m.policy.on_writer_close, OnWriterClose::Eof);
+        assert_eq!(
+            apply("slow_reader=disconnect").unwrap().policy.slow_reader,
+            SlowReader::Disconnect
+        );
+        let e = apply("slow_reader=wait").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid slow_reader 'wait': expected drop, block or disconnect"
+        );
+        assert!(apply("on_writer_close=close").is_err());
     }
 
     #[test]

@@ -28,8 +28,14 @@
 //! Each reader has a channel budget in bytes. A write is queued for a reader when the
 //! reader's queued live bytes plus the write fit within the budget, or when the reader has
 //! nothing live queued (so a write larger than the budget still reaches a reader that keeps
-//! up). Otherwise the write is dropped for that reader only and counted, per reader and per
-//! stream. The writer never waits for a reader.
+//! up). What happens otherwise is the stream's [`SlowReader`] policy:
+//! - `Drop` (default): the write is dropped for that reader only and counted, per reader and
+//!   per stream. The writer never waits for a reader.
+//! - `Block`: lossless, like a pipe. The write waits (parked, holding no thread) until every
+//!   reader has room; later writes queue behind it in order. A parked write can be
+//!   cancelled ([`Stream::cancel_write`]), and then nothing of it was written.
+//! - `Disconnect`: the overflowing reader is cut off: it reads what it had queued, then EOF,
+//!   and receives and counts nothing more.
 //!
 //! ## Costs
 //! Budgets are in bytes. Each queued or ringed chunk costs its length plus
@@ -49,10 +55,15 @@
 //! ## Closing
 //! [`Stream::remove`] (rm, or shutdown) ends the stream: readers get what they had queued,
 //! then EOF; writes fail with [`StreamError::Removed`]. Parked reads are answered with EOF
-//! at once.
+//! at once, parked writes with `Removed`.
+//!
+//! With [`OnWriterClose::Eof`], the stream behaves like a FIFO: when its last writer closes,
+//! every reader gets the rest of its queue and then EOF, and the ring is emptied; a later
+//! writer starts a new session, read by the readers that open after it ended. The default,
+//! `Keep`, lets readers wait for a next writer indefinitely, as the original does.
 
 use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::sync::{Arc, AtomicUsize, Mutex, MutexGuard, Ordering};
 
@@ -71,10 +82,39 @@ pub fn chunk_cost(len: usize) -> u64 {
 /// Per-stream byte budgets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budgets {
-    /// Live bytes (with overhead) a reader may have queued before writes are dropped for it.
+    /// Live bytes (with overhead) a reader may have queued before it overflows.
     pub channel: u64,
     /// Bytes (with overhead) of history kept for late joiners; 0 disables replay.
     pub ring: u64,
+}
+
+/// What happens to a write that does not fit a reader's budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SlowReader {
+    /// Drop the write for that reader (the original's behaviour).
+    #[default]
+    Drop,
+    /// Make the writer wait until every reader has room.
+    Block,
+    /// Cut the reader off: the rest of its queue, then EOF.
+    Disconnect,
+}
+
+/// What readers see when the last writer closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnWriterClose {
+    /// Nothing: they wait for a next writer.
+    #[default]
+    Keep,
+    /// The rest of their queue, then EOF (FIFO-like).
+    Eof,
+}
+
+/// A stream's policies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub slow_reader: SlowReader,
+    pub on_writer_close: OnWriterClose,
 }
 
 /// How a read finished.
@@ -82,7 +122,7 @@ pub struct Budgets {
 pub enum ReadOutcome {
     /// Bytes, never empty.
     Data(Vec<u8>),
-    /// The stream was removed and everything queued was read.
+    /// The reader's stream ended (removed, session over, disconnected) and its queue is empty.
     Eof,
     /// Non-blocking read with nothing queued.
     WouldBlock,
@@ -92,6 +132,9 @@ pub enum ReadOutcome {
 
 /// Answers one read. Called exactly once, never under a stream lock.
 pub type Deliver = Box<dyn FnOnce(ReadOutcome) + Send>;
+
+/// Answers one write. Called exactly once, never under a stream lock.
+pub type WriteDone = Box<dyn FnOnce(Result<(), StreamError>) + Send>;
 
 /// Wakes one poller when a reader becomes readable. Called at most once, never under a lock.
 pub type Wake = Box<dyn FnOnce() + Send>;
@@ -105,6 +148,8 @@ pub enum StreamError {
     NotFound,
     #[error("a stream of that name exists")]
     Exists,
+    #[error("the waiting write was cancelled")]
+    Interrupted,
 }
 
 /// Whether a read may park.
@@ -127,6 +172,15 @@ struct Parked {
     deliver: Deliver,
 }
 
+/// A write waiting for room (policy `Block`).
+struct BlockedWrite {
+    id: u64,
+    tag: u32,
+    chunk: Chunk,
+    continues: bool,
+    done: WriteDone,
+}
+
 /// A registered reader's state, kept inside the stream's lock.
 struct ReaderState {
     id: u64,
@@ -143,15 +197,20 @@ struct ReaderState {
     live_cost: u64,
     /// Whether this reader took the most recent write; a continuation follows its fate.
     took_last: bool,
-    /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and the
-    /// stream is not removed.
+    /// No more writes reach this reader: once its queue is empty it reads EOF. Set by
+    /// removal, by the end of a writer session, or by a disconnect.
+    ended: bool,
+    /// Cut off for falling behind (policy `Disconnect`); implies `ended`.
+    disconnected: bool,
+    /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
+    /// the reader has not ended.
     parked: VecDeque<Parked>,
-    /// A poller to wake when the reader becomes readable.
+    /// A poller to wake when the reader becomes readable or ends.
     wake: Option<Wake>,
     stats: ReaderStats,
     /// Drops not yet reported in a warn line, and when the last line was written.
     unreported_drops: u64,
-    last_drop_report: Option<std::time::Instant>,
+    last_drop_report: Option<Instant>,
 }
 
 /// Counters of one reader.
@@ -166,6 +225,8 @@ pub struct ReaderStats {
     /// Writes dropped for this reader and their bytes.
     pub dropped_writes: u64,
     pub dropped_bytes: u64,
+    /// Whether the reader was cut off (policy `Disconnect`).
+    pub disconnected: bool,
 }
 
 /// Counters and metadata of one stream.
@@ -174,6 +235,7 @@ pub struct StreamStats {
     /// Total bytes ever written: the stream's end offset.
     pub written_bytes: u64,
     pub writes: u64,
+    /// Registered readers that still receive writes (disconnected ones excluded).
     pub readers: usize,
     pub writers: usize,
     /// Bytes of history in the ring and the absolute offset of its oldest byte.
@@ -181,22 +243,36 @@ pub struct StreamStats {
     pub ring_start: u64,
     pub dropped_writes: u64,
     pub dropped_bytes: u64,
+    /// Writes waiting for room (policy `Block`).
+    pub blocked_writes: usize,
     pub removed: bool,
     pub budgets: Budgets,
+    pub policy: Policy,
+    /// Bytes per second written, averaged over the last complete seconds.
+    pub write_rate: u64,
     /// Time of the last write (creation time before any).
     pub mtime: SystemTime,
 }
 
-/// A drop summary to log once the lock is released.
+/// A log line to write once the lock is released.
 #[derive(Debug)]
-struct DropReport {
-    label: String,
-    writes: u64,
-    total: u64,
+enum Report {
+    Drops {
+        label: String,
+        writes: u64,
+        total: u64,
+    },
+    Disconnected {
+        label: String,
+        queued: u64,
+    },
 }
 
 /// How often a reader's drops are summarised in the log at most.
 const DROP_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Seconds of history the write rate is averaged over.
+const RATE_SECONDS: u64 = 5;
 
 /// File metadata of a stream, kept for the adapter (the core does not interpret it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +288,7 @@ pub struct Meta {
 
 struct State {
     budgets: Budgets,
+    policy: Policy,
     meta: Meta,
     /// Newest writes, oldest first, each flagged whether it starts a write (false for a
     /// continuation). Invariant: empty, or the front starts a write; the total cost is at
@@ -222,17 +299,22 @@ struct State {
     ring_bytes: u64,
     /// Number of entries of `ring` that start a write.
     ring_writes: usize,
-    /// Absolute offset of the end of the stream: bytes ever written. Never wraps in practice
-    /// (u64 bytes).
+    /// Absolute offset of the end of the stream: bytes ever written (u64: never wraps).
     written: u64,
     writes: u64,
     readers: Vec<ReaderState>,
     writers: usize,
+    /// Writes waiting for room, in arrival order. Invariant: empty unless the policy is
+    /// `Block` (changing the policy releases them).
+    blocked: VecDeque<BlockedWrite>,
+    /// Source of reader, read and write ids.
     next_id: u64,
     dropped_writes: u64,
     dropped_bytes: u64,
     removed: bool,
     mtime: SystemTime,
+    /// Bytes written per second, indexed by unix second modulo the length.
+    rate: [(u64, u64); RATE_SECONDS as usize + 2],
 }
 
 /// One live stream. Shared by the namespace and every open handle; it outlives its name
@@ -241,8 +323,8 @@ pub struct Stream {
     /// The stream's identity, never reused within a namespace (the adapter's inode number).
     id: u64,
     state: Mutex<State>,
-    /// Parked reads across every stream of the namespace, so that a watchdog can sleep while
-    /// there are none. Incremented and decremented under `state`'s lock.
+    /// Parked reads and writes across every stream of the namespace, so that a watchdog can
+    /// sleep while there are none. Changed under `state`'s lock.
     parked_total: Arc<AtomicUsize>,
 }
 
@@ -250,19 +332,29 @@ pub struct Stream {
 #[derive(Default)]
 struct Deferred {
     answers: Vec<(Deliver, ReadOutcome)>,
+    dones: Vec<(WriteDone, Result<(), StreamError>)>,
     wakes: Vec<Wake>,
-    reports: Vec<DropReport>,
+    reports: Vec<Report>,
 }
 
 impl Deferred {
     fn run(self) {
         for r in self.reports {
-            log::warn!(
-                "reader {}: dropped {} writes ({} dropped in total): it reads slower than the stream is written",
-                r.label,
-                r.writes,
-                r.total
-            );
+            match r {
+                Report::Drops {
+                    label,
+                    writes,
+                    total,
+                } => log::warn!(
+                    "reader {label}: dropped {writes} writes ({total} in total): it reads slower than the stream is written"
+                ),
+                Report::Disconnected { label, queued } => log::warn!(
+                    "reader {label}: disconnected (slow_reader=disconnect) with {queued} bytes queued; it reads the rest, then EOF"
+                ),
+            }
+        }
+        for (done, result) in self.dones {
+            done(result);
         }
         for (deliver, outcome) in self.answers {
             deliver(outcome);
@@ -276,6 +368,11 @@ impl Deferred {
 impl ReaderState {
     fn queued_bytes(&self) -> u64 {
         self.queue.iter().map(|c| c.len() as u64).sum::<u64>() - self.front_off as u64
+    }
+
+    /// Whether a chunk of `cost` fits the budget `channel`.
+    fn fits(&self, cost: u64, channel: u64) -> bool {
+        self.live_cost == 0 || self.live_cost + cost <= channel
     }
 
     /// Takes up to `max` queued bytes. Precondition: the queue is non-empty.
@@ -306,10 +403,24 @@ impl ReaderState {
         out
     }
 
+    /// Ends the reader: parked reads get EOF, a poller wakes. Returns the reads unparked.
+    fn end(&mut self, deferred: &mut Deferred) -> usize {
+        self.ended = true;
+        let n = self.parked.len();
+        for p in self.parked.drain(..) {
+            deferred.answers.push((p.deliver, ReadOutcome::Eof));
+        }
+        if let Some(w) = self.wake.take() {
+            deferred.wakes.push(w);
+        }
+        n
+    }
+
     fn stats(&self) -> ReaderStats {
         ReaderStats {
             queued_bytes: self.queued_bytes(),
             live_cost: self.live_cost,
+            disconnected: self.disconnected,
             ..self.stats.clone()
         }
     }
@@ -350,10 +461,135 @@ impl State {
             }
         }
     }
+
+    fn clear_ring(&mut self) {
+        self.ring.clear();
+        self.ring_cost = 0;
+        self.ring_bytes = 0;
+        self.ring_writes = 0;
+    }
+
+    /// Whether a write of `cost` fits every receiving reader (policy `Block`).
+    fn all_fit(&self, cost: u64) -> bool {
+        let channel = self.budgets.channel;
+        self.readers
+            .iter()
+            .all(|r| r.ended || r.fits(cost, channel))
+    }
+
+    fn count_rate(&mut self, now: SystemTime, len: u64) {
+        let sec = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let slot = &mut self.rate[(sec % self.rate.len() as u64) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 += len;
+    }
+
+    fn write_rate(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let window = now.saturating_sub(RATE_SECONDS)..now;
+        let total: u64 = self
+            .rate
+            .iter()
+            .filter(|(sec, _)| window.contains(sec))
+            .map(|(_, n)| n)
+            .sum();
+        total / RATE_SECONDS
+    }
+
+    /// Appends one write and fans it out under the policy. Returns the reads it answered.
+    fn apply(&mut self, chunk: Chunk, continues: bool, deferred: &mut Deferred) -> usize {
+        let cost = chunk_cost(chunk.len());
+        let len = chunk.len() as u64;
+        let now = SystemTime::now();
+        self.written += len;
+        self.writes += 1;
+        self.mtime = now;
+        self.count_rate(now, len);
+        self.push_ring(&chunk, !continues);
+        let channel = self.budgets.channel;
+        let policy = self.policy.slow_reader;
+        let mut dropped = 0u64;
+        let mut unparked = 0;
+        let instant = Instant::now();
+        for r in self.readers.iter_mut().filter(|r| !r.ended) {
+            let forced = continues && r.took_last && r.live_cost + cost <= 2 * channel;
+            if r.fits(cost, channel) || forced {
+                let was_empty = r.queue.is_empty();
+                r.queue.push_back(chunk.clone());
+                r.live_cost += cost;
+                r.took_last = true;
+                if was_empty {
+                    // Parked reads exist only while the queue is empty: answer them.
+                    while !r.queue.is_empty() {
+                        let Some(p) = r.parked.pop_front() else {
+                            break;
+                        };
+                        unparked += 1;
+                        let data = r.take(p.max);
+                        deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
+                    }
+                    if let Some(w) = r.wake.take() {
+                        deferred.wakes.push(w);
+                    }
+                }
+                continue;
+            }
+            r.took_last = false;
+            r.stats.dropped_writes += 1;
+            r.stats.dropped_bytes += len;
+            dropped += 1;
+            if policy == SlowReader::Disconnect {
+                // Its queue is non-empty (an empty queue always fits): no parked reads.
+                r.disconnected = true;
+                r.end(deferred);
+                deferred.reports.push(Report::Disconnected {
+                    label: r.label.clone(),
+                    queued: r.queued_bytes(),
+                });
+                continue;
+            }
+            r.unreported_drops += 1;
+            let due = r
+                .last_drop_report
+                .is_none_or(|t| instant.duration_since(t) >= DROP_REPORT_INTERVAL);
+            if due {
+                deferred.reports.push(Report::Drops {
+                    label: r.label.clone(),
+                    writes: r.unreported_drops,
+                    total: r.stats.dropped_writes,
+                });
+                r.unreported_drops = 0;
+                r.last_drop_report = Some(instant);
+            }
+        }
+        self.dropped_writes += dropped;
+        self.dropped_bytes += dropped * len;
+        unparked
+    }
+
+    /// Applies the blocked writes that now fit, in order. Returns the parked operations
+    /// (writes and reads) it completed.
+    fn release_blocked(&mut self, deferred: &mut Deferred) -> usize {
+        let mut completed = 0;
+        while let Some(front) = self.blocked.front() {
+            let block = self.policy.slow_reader == SlowReader::Block;
+            if block && !self.all_fit(chunk_cost(front.chunk.len())) {
+                break;
+            }
+            let w = self.blocked.pop_front().expect("front exists");
+            completed += 1 + self.apply(w.chunk, w.continues, deferred);
+            deferred.dones.push((w.done, Ok(())));
+        }
+        completed
+    }
 }
 
 impl Stream {
-    /// A new, empty stream. `parked_total` is the namespace-wide count of parked reads.
+    /// A new, empty stream. `parked_total` is the namespace-wide count of parked operations.
     pub fn new(
         id: u64,
         budgets: Budgets,
@@ -364,6 +600,7 @@ impl Stream {
             id,
             state: Mutex::new(State {
                 budgets,
+                policy: Policy::default(),
                 meta,
                 ring: VecDeque::new(),
                 ring_cost: 0,
@@ -373,11 +610,13 @@ impl Stream {
                 writes: 0,
                 readers: Vec::new(),
                 writers: 0,
+                blocked: VecDeque::new(),
                 next_id: 1,
                 dropped_writes: 0,
                 dropped_bytes: 0,
                 removed: false,
                 mtime: meta.crtime,
+                rate: [(0, 0); RATE_SECONDS as usize + 2],
             }),
             parked_total,
         })
@@ -385,6 +624,22 @@ impl Stream {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// Runs `f` under the lock, then settles the parked count and runs deferred work after
+    /// the lock is released. `f` returns how many parked operations it completed.
+    fn with_state<T>(&self, f: impl FnOnce(&mut State, &mut Deferred) -> (T, usize)) -> T {
+        let mut deferred = Deferred::default();
+        let out = {
+            let mut st = self.lock();
+            let (out, completed) = f(&mut st, &mut deferred);
+            if completed > 0 {
+                self.parked_total.fetch_sub(completed, Ordering::Relaxed);
+            }
+            out
+        };
+        deferred.run();
+        out
     }
 
     pub fn id(&self) -> u64 {
@@ -411,6 +666,7 @@ impl Stream {
         st.next_id += 1;
         let queue: VecDeque<Chunk> = st.ring.iter().map(|(c, _)| c.clone()).collect();
         let replay_left = queue.len();
+        let ended = st.removed;
         st.readers.push(ReaderState {
             id,
             label,
@@ -419,6 +675,8 @@ impl Stream {
             replay_left,
             live_cost: 0,
             took_last: false,
+            ended,
+            disconnected: false,
             parked: VecDeque::new(),
             wake: None,
             stats: ReaderStats::default(),
@@ -439,92 +697,50 @@ impl Stream {
         }
     }
 
-    /// Appends one write and fans it out. `continues` says the previous write call on the
-    /// same handle may have been the first part of this one (see the module doc).
-    fn write(&self, data: &[u8], continues: bool) -> Result<(), StreamError> {
-        let mut deferred = Deferred::default();
-        {
-            let mut st = self.lock();
-            if st.removed {
-                return Err(StreamError::Removed);
-            }
-            if data.is_empty() {
-                return Ok(());
+    /// Appends one write, or parks it under policy `Block` (see [`Writer::submit`]).
+    fn submit(&self, data: &[u8], continues: bool, tag: u32, done: WriteDone) -> Option<u64> {
+        self.with_state(move |st, deferred| {
+            if st.removed || data.is_empty() {
+                let result = if st.removed {
+                    Err(StreamError::Removed)
+                } else {
+                    Ok(())
+                };
+                deferred.dones.push((done, result));
+                return (None, 0);
             }
             let chunk: Chunk = Arc::from(data);
-            let cost = chunk_cost(chunk.len());
-            let len = chunk.len() as u64;
-            st.written += len;
-            st.writes += 1;
-            st.mtime = SystemTime::now();
-            st.push_ring(&chunk, !continues);
-            let channel = st.budgets.channel;
-            let mut dropped = 0u64;
-            let now = std::time::Instant::now();
-            for r in st.readers.iter_mut() {
-                let fits = r.live_cost == 0 || r.live_cost + cost <= channel;
-                let forced = continues && r.took_last && r.live_cost + cost <= 2 * channel;
-                if fits || forced {
-                    let was_empty = r.queue.is_empty();
-                    r.queue.push_back(chunk.clone());
-                    r.live_cost += cost;
-                    r.took_last = true;
-                    if was_empty {
-                        // Parked reads exist only while the queue is empty: answer them.
-                        while !r.queue.is_empty() {
-                            let Some(p) = r.parked.pop_front() else {
-                                break;
-                            };
-                            let data = r.take(p.max);
-                            deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
-                        }
-                        if let Some(w) = r.wake.take() {
-                            deferred.wakes.push(w);
-                        }
-                    }
-                } else {
-                    r.took_last = false;
-                    r.stats.dropped_writes += 1;
-                    r.stats.dropped_bytes += len;
-                    r.unreported_drops += 1;
-                    dropped += 1;
-                    let due = r
-                        .last_drop_report
-                        .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_INTERVAL);
-                    if due {
-                        deferred.reports.push(DropReport {
-                            label: r.label.clone(),
-                            writes: r.unreported_drops,
-                            total: r.stats.dropped_writes,
-                        });
-                        r.unreported_drops = 0;
-                        r.last_drop_report = Some(now);
-                    }
-                }
+            let block = st.policy.slow_reader == SlowReader::Block;
+            if block && (!st.blocked.is_empty() || !st.all_fit(chunk_cost(chunk.len()))) {
+                let id = st.next_id;
+                st.next_id += 1;
+                st.blocked.push_back(BlockedWrite {
+                    id,
+                    tag,
+                    chunk,
+                    continues,
+                    done,
+                });
+                self.parked_total.fetch_add(1, Ordering::Relaxed);
+                return (Some(id), 0);
             }
-            st.dropped_writes += dropped;
-            st.dropped_bytes += dropped * len;
-            // Each answer unparked one read.
-            self.parked_total
-                .fetch_sub(deferred.answers.len(), Ordering::Relaxed);
-        }
-        deferred.run();
-        Ok(())
+            let completed = st.apply(chunk, continues, deferred);
+            deferred.dones.push((done, Ok(())));
+            (None, completed)
+        })
     }
 
     /// Reads up to `max` bytes for reader `id`, now or later (see [`Reader::read`]).
     fn read(&self, id: u64, max: usize, mode: ReadMode, tag: u32, deliver: Deliver) -> Option<u64> {
         debug_assert!(max > 0, "a zero-length read never reaches the core");
-        let outcome = {
-            let mut st = self.lock();
-            let removed = st.removed;
+        self.with_state(move |st, deferred| {
             let read_id = st.next_id;
             let r = st
                 .reader_mut(id)
                 .expect("a Reader is registered until it is dropped");
-            if !r.queue.is_empty() {
+            let outcome = if !r.queue.is_empty() {
                 ReadOutcome::Data(r.take(max))
-            } else if removed {
+            } else if r.ended {
                 ReadOutcome::Eof
             } else if mode == ReadMode::NonBlocking {
                 ReadOutcome::WouldBlock
@@ -537,33 +753,50 @@ impl Stream {
                 });
                 st.next_id += 1;
                 self.parked_total.fetch_add(1, Ordering::Relaxed);
-                return Some(read_id);
-            }
-        };
-        deliver(outcome);
-        None
+                return (Some(read_id), 0);
+            };
+            let freed_room = matches!(outcome, ReadOutcome::Data(_));
+            deferred.answers.push((deliver, outcome));
+            let completed = if freed_room {
+                st.release_blocked(deferred)
+            } else {
+                0
+            };
+            (None, completed)
+        })
     }
 
     /// Answers a parked read with [`ReadOutcome::Interrupted`] if it is still parked.
     /// Returns whether it was.
     pub fn cancel_read(&self, reader: u64, read: u64) -> bool {
-        let deliver = {
-            let mut st = self.lock();
+        self.with_state(|st, deferred| {
             let Some(r) = st.reader_mut(reader) else {
-                return false;
+                return (false, 0);
             };
             let Some(pos) = r.parked.iter().position(|p| p.id == read) else {
-                return false;
+                return (false, 0);
             };
             let p = r.parked.remove(pos).expect("position is in range");
-            self.parked_total.fetch_sub(1, Ordering::Relaxed);
-            p.deliver
-        };
-        deliver(ReadOutcome::Interrupted);
-        true
+            deferred.answers.push((p.deliver, ReadOutcome::Interrupted));
+            (true, 1)
+        })
     }
 
-    /// The parked reads as (reader id, read id, tag), for a watchdog.
+    /// Answers a blocked write with [`StreamError::Interrupted`] if it is still waiting;
+    /// nothing of it was written. Returns whether it was waiting.
+    pub fn cancel_write(&self, write: u64) -> bool {
+        self.with_state(|st, deferred| {
+            let Some(pos) = st.blocked.iter().position(|w| w.id == write) else {
+                return (false, 0);
+            };
+            let w = st.blocked.remove(pos).expect("position is in range");
+            deferred.dones.push((w.done, Err(StreamError::Interrupted)));
+            // Writes behind it may fit now.
+            (true, 1 + st.release_blocked(deferred))
+        })
+    }
+
+    /// The parked reads, for a watchdog.
     pub fn parked_reads(&self) -> Vec<ParkedRead> {
         let st = self.lock();
         st.readers
@@ -578,40 +811,47 @@ impl Stream {
             .collect()
     }
 
-    /// Ends the stream: parked reads get EOF, pollers wake, writes fail from now on.
-    /// Idempotent.
+    /// The blocked writes as (write id, tag), for a watchdog.
+    pub fn blocked_writes(&self) -> Vec<(u64, u32)> {
+        self.lock().blocked.iter().map(|w| (w.id, w.tag)).collect()
+    }
+
+    /// Ends the stream: parked reads get EOF, blocked writes `Removed`, pollers wake, writes
+    /// fail from now on. Idempotent.
     pub fn remove(&self) {
-        let mut deferred = Deferred::default();
-        {
-            let mut st = self.lock();
+        self.with_state(|st, deferred| {
             if st.removed {
-                return;
+                return ((), 0);
             }
             st.removed = true;
-            let mut unparked = 0;
+            let mut completed = 0;
             for r in st.readers.iter_mut() {
-                for p in r.parked.drain(..) {
-                    unparked += 1;
-                    deferred.answers.push((p.deliver, ReadOutcome::Eof));
-                }
-                if let Some(w) = r.wake.take() {
-                    deferred.wakes.push(w);
-                }
+                completed += r.end(deferred);
             }
-            self.parked_total.fetch_sub(unparked, Ordering::Relaxed);
-            st.ring.clear();
-            st.ring_cost = 0;
-            st.ring_bytes = 0;
-            st.ring_writes = 0;
-        }
-        deferred.run();
+            for w in st.blocked.drain(..) {
+                completed += 1;
+                deferred.dones.push((w.done, Err(StreamError::Removed)));
+            }
+            st.clear_ring();
+            ((), completed)
+        })
     }
 
     /// Changes the budgets; the ring is trimmed at once, queues keep what they hold.
     pub fn set_budgets(&self, budgets: Budgets) {
-        let mut st = self.lock();
-        st.budgets = budgets;
-        st.trim_ring();
+        self.with_state(|st, deferred| {
+            st.budgets = budgets;
+            st.trim_ring();
+            ((), st.release_blocked(deferred))
+        })
+    }
+
+    /// Changes the policies; writes blocked under `Block` are released when it is left.
+    pub fn set_policy(&self, policy: Policy) {
+        self.with_state(|st, deferred| {
+            st.policy = policy;
+            ((), st.release_blocked(deferred))
+        })
     }
 
     pub fn stats(&self) -> StreamStats {
@@ -619,14 +859,17 @@ impl Stream {
         StreamStats {
             written_bytes: st.written,
             writes: st.writes,
-            readers: st.readers.len(),
+            readers: st.readers.iter().filter(|r| !r.disconnected).count(),
             writers: st.writers,
             ring_bytes: st.ring_bytes,
             ring_start: st.written - st.ring_bytes,
             dropped_writes: st.dropped_writes,
             dropped_bytes: st.dropped_bytes,
+            blocked_writes: st.blocked.len(),
             removed: st.removed,
             budgets: st.budgets,
+            policy: st.policy,
+            write_rate: st.write_rate(),
             mtime: st.mtime,
         }
     }
@@ -654,7 +897,7 @@ pub struct ParkedRead {
 pub enum Readiness {
     /// Bytes are queued.
     Readable,
-    /// Nothing is queued and the stream ended: a read returns EOF.
+    /// Nothing is queued and the reader ended: a read returns EOF.
     Ended,
     /// Nothing is queued; the wake callback was kept.
     Waiting,
@@ -670,7 +913,7 @@ pub struct Reader {
 
 impl Reader {
     /// Reads up to `max` (> 0) bytes. `deliver` is called exactly once: at once, before this
-    /// returns, when bytes are queued, the stream ended or `mode` is non-blocking; later
+    /// returns, when bytes are queued, the reader ended or `mode` is non-blocking; later
     /// otherwise. Returns the parked read's id when it parked. `tag` is kept with a parked
     /// read for [`Stream::parked_reads`].
     pub fn read(&self, max: usize, mode: ReadMode, tag: u32, deliver: Deliver) -> Option<u64> {
@@ -678,16 +921,15 @@ impl Reader {
     }
 
     /// Reports readiness; when waiting, keeps `wake` (replacing an earlier one) to be called
-    /// once the reader becomes readable or the stream ends.
+    /// once the reader becomes readable or ends.
     pub fn poll(&self, wake: Wake) -> Readiness {
         let mut st = self.stream.lock();
-        let removed = st.removed;
         let r = st
             .reader_mut(self.id)
             .expect("a Reader is registered until it is dropped");
         if !r.queue.is_empty() {
             Readiness::Readable
-        } else if removed {
+        } else if r.ended {
             Readiness::Ended
         } else {
             r.wake = Some(wake);
@@ -713,28 +955,25 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        let state = {
-            let mut st = self.stream.lock();
+        let state = self.stream.with_state(|st, deferred| {
             let Some(pos) = st.readers.iter().position(|r| r.id == self.id) else {
-                return;
+                return (None, 0);
             };
-            st.readers.swap_remove(pos)
-        };
-        let n = state.parked.len();
-        if n > 0 {
-            self.stream.parked_total.fetch_sub(n, Ordering::Relaxed);
+            let mut state = st.readers.swap_remove(pos);
+            let unparked = state.end(deferred);
+            // Its queue no longer holds writers back.
+            (Some(state), unparked + st.release_blocked(deferred))
+        });
+        if let Some(state) = state {
+            let s = &state.stats;
+            log::info!(
+                "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
+                state.label,
+                s.delivered_bytes,
+                s.dropped_writes,
+                s.dropped_bytes
+            );
         }
-        for p in state.parked {
-            (p.deliver)(ReadOutcome::Eof);
-        }
-        let s = &state.stats;
-        log::info!(
-            "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
-            state.label,
-            s.delivered_bytes,
-            s.dropped_writes,
-            s.dropped_bytes
-        );
     }
 }
 
@@ -744,10 +983,27 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Appends `data` as one atomic write. `continues` marks a request that may be the
-    /// continuation of this writer's previous call (the kernel split one `write()`).
+    /// Appends `data` as one atomic write, or, under policy `Block` when a reader lacks
+    /// room, parks it until every reader has room (returning its id for
+    /// [`Stream::cancel_write`]). `done` is called exactly once. `continues` marks a request
+    /// that may be the continuation of this writer's previous call (the kernel split one
+    /// `write()`); `tag` is kept with a parked write for [`Stream::blocked_writes`].
+    pub fn submit(&self, data: &[u8], continues: bool, tag: u32, done: WriteDone) -> Option<u64> {
+        self.stream.submit(data, continues, tag, done)
+    }
+
+    /// [`Writer::submit`] that waits for a parked write on this thread.
     pub fn write(&self, data: &[u8], continues: bool) -> Result<(), StreamError> {
-        self.stream.write(data, continues)
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(
+            data,
+            continues,
+            0,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StreamError::Interrupted))
     }
 
     pub fn stream(&self) -> &Arc<Stream> {
@@ -757,6 +1013,17 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.stream.lock().writers -= 1;
+        self.stream.with_state(|st, deferred| {
+            st.writers -= 1;
+            let mut unparked = 0;
+            if st.writers == 0 && st.policy.on_writer_close == OnWriterClose::Eof {
+                // The session is over: its readers finish, the next writer starts afresh.
+                for r in st.readers.iter_mut().filter(|r| !r.ended) {
+                    unparked += r.end(deferred);
+                }
+                st.clear_ring();
+            }
+            ((), unparked)
+        });
     }
 }

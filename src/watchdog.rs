@@ -1,4 +1,5 @@
-//! Ends parked reads whose caller has a signal pending.
+//! Ends parked reads (and writes blocked by `slow_reader=block`) whose caller has a signal
+//! pending.
 //!
 //! fuser answers FUSE_INTERRUPT with ENOSYS, after which the kernel waits for a sent READ
 //! without regard to signals: a process blocked on an empty stream could not be killed, even

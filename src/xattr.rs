@@ -3,7 +3,10 @@
 //! nothing of FUSE.
 
 use crate::namespace::Namespace;
-use crate::stream::Stream;
+use crate::options::{
+    OptionError, parse_channel_size, parse_on_writer_close, parse_ring_size, parse_slow_reader,
+};
+use crate::stream::{OnWriterClose, Policy, SlowReader, Stream};
 
 /// Prefix of every attribute streamfs answers.
 pub const PREFIX: &str = "user.streamfs.";
@@ -14,8 +17,13 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
     let mut lines = String::new();
     for (label, r) in stream.reader_stats() {
         lines.push_str(&format!(
-            "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={}\n",
-            r.live_cost, s.budgets.channel, r.delivered_bytes, r.dropped_writes, r.dropped_bytes
+            "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={}{}\n",
+            r.live_cost,
+            s.budgets.channel,
+            r.delivered_bytes,
+            r.dropped_writes,
+            r.dropped_bytes,
+            if r.disconnected { " disconnected" } else { "" }
         ));
     }
     [
@@ -29,6 +37,16 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
         ("dropped_bytes", s.dropped_bytes.to_string()),
         ("channel_buffer_size", s.budgets.channel.to_string()),
         ("ring_buffer_size", s.budgets.ring.to_string()),
+        (
+            "slow_reader",
+            slow_reader_name(s.policy.slow_reader).to_string(),
+        ),
+        (
+            "on_writer_close",
+            on_writer_close_name(s.policy.on_writer_close).to_string(),
+        ),
+        ("write_rate", s.write_rate.to_string()),
+        ("blocked_writes", s.blocked_writes.to_string()),
         ("reader_list", lines),
     ]
     .into_iter()
@@ -57,8 +75,71 @@ pub fn root_attrs(ns: &Namespace) -> Vec<(String, String)> {
         ("dropped_writes", drops.to_string()),
         ("channel_buffer_size", ns.defaults().channel.to_string()),
         ("ring_buffer_size", ns.defaults().ring.to_string()),
+        (
+            "slow_reader",
+            slow_reader_name(ns.default_policy().slow_reader).to_string(),
+        ),
+        (
+            "on_writer_close",
+            on_writer_close_name(ns.default_policy().on_writer_close).to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{PREFIX}{k}"), v))
     .collect()
+}
+
+fn slow_reader_name(p: SlowReader) -> &'static str {
+    match p {
+        SlowReader::Drop => "drop",
+        SlowReader::Block => "block",
+        SlowReader::Disconnect => "disconnect",
+    }
+}
+
+fn on_writer_close_name(p: OnWriterClose) -> &'static str {
+    match p {
+        OnWriterClose::Keep => "keep",
+        OnWriterClose::Eof => "eof",
+    }
+}
+
+/// Why a per-stream setting was refused.
+#[derive(Debug)]
+pub enum SetError {
+    /// A statistic: it cannot be set.
+    ReadOnly,
+    /// Not an attribute of streamfs.
+    Unknown,
+    /// A setting with a bad value; the message names it.
+    Invalid(OptionError),
+}
+
+/// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
+/// validated like the mount options.
+pub fn apply_setting(stream: &Stream, name: &[u8], value: &str) -> Result<(), SetError> {
+    let s = stream.stats();
+    let (mut budgets, mut policy): (_, Policy) = (s.budgets, s.policy);
+    match name {
+        b"channel_buffer_size" => {
+            budgets.channel = parse_channel_size(value).map_err(SetError::Invalid)?
+        }
+        b"ring_buffer_size" => budgets.ring = parse_ring_size(value).map_err(SetError::Invalid)?,
+        b"slow_reader" => {
+            policy.slow_reader = parse_slow_reader(value).map_err(SetError::Invalid)?
+        }
+        b"on_writer_close" => {
+            policy.on_writer_close = parse_on_writer_close(value).map_err(SetError::Invalid)?
+        }
+        _ if stream_attrs(stream)
+            .iter()
+            .any(|(n, _)| n.as_bytes()[PREFIX.len()..] == *name) =>
+        {
+            return Err(SetError::ReadOnly);
+        }
+        _ => return Err(SetError::Unknown),
+    }
+    stream.set_budgets(budgets);
+    stream.set_policy(policy);
+    Ok(())
 }
