@@ -85,6 +85,9 @@ pub struct StreamRow {
     pub ring_buffer_size: u64,
     pub channel_buffer_size: u64,
     pub dropped_writes: u64,
+    /// Bytes per second over the last seconds.
+    pub write_rate: u64,
+    pub slow_reader: String,
     /// Per reader: label and its counters line.
     pub reader_lines: Vec<String>,
 }
@@ -113,6 +116,8 @@ pub fn collect(mountpoint: &Path) -> Result<Vec<StreamRow>, String> {
             ring_buffer_size: num("ring_buffer_size"),
             channel_buffer_size: num("channel_buffer_size"),
             dropped_writes: num("dropped_writes"),
+            write_rate: num("write_rate"),
+            slow_reader: get_xattr(&path, &format!("{PREFIX}slow_reader")).unwrap_or_default(),
             reader_lines: get_xattr(&path, &format!("{PREFIX}reader_list"))
                 .unwrap_or_default()
                 .lines()
@@ -124,26 +129,33 @@ pub fn collect(mountpoint: &Path) -> Result<Vec<StreamRow>, String> {
     Ok(rows)
 }
 
-/// The status table, as printed.
+/// The status table, as printed: a line per stream, then a line per reader with its lag
+/// (queued cost against its budget) and drops.
 pub fn render_table(rows: &[StreamRow]) -> String {
-    let mut out = format!(
-        "{:<24} {:>7} {:>7} {:>12} {:>19} {:>10}\n",
-        "STREAM", "READERS", "WRITERS", "WRITTEN", "RING", "DROPPED"
-    );
+    let line = |cols: [&str; 8]| {
+        format!(
+            "{:<20} {:>7} {:>7} {:>11} {:>11} {:>21} {:>8}  {}\n",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7]
+        )
+    };
+    let mut out = line([
+        "STREAM", "READERS", "WRITERS", "RATE/s", "WRITTEN", "RING", "DROPPED", "POLICY",
+    ]);
     for r in rows {
-        out.push_str(&format!(
-            "{:<24} {:>7} {:>7} {:>12} {:>19} {:>10}\n",
-            r.name,
-            r.readers,
-            r.writers,
-            HumanSize(r.bytes_written).to_string(),
-            format!(
+        out.push_str(&line([
+            &r.name,
+            &r.readers.to_string(),
+            &r.writers.to_string(),
+            &HumanSize(r.write_rate).to_string(),
+            &HumanSize(r.bytes_written).to_string(),
+            &format!(
                 "{}/{}",
                 HumanSize(r.ring_bytes),
                 HumanSize(r.ring_buffer_size)
             ),
-            r.dropped_writes
-        ));
+            &r.dropped_writes.to_string(),
+            &r.slow_reader,
+        ]));
         for l in &r.reader_lines {
             out.push_str(&format!("    {l}\n"));
         }
@@ -172,16 +184,18 @@ pub fn render_json(rows: &[StreamRow]) -> String {
         .map(|r| {
             let readers: Vec<String> = r.reader_lines.iter().map(|l| json_str(l)).collect();
             format!(
-                "{{\"name\":{},\"bytes_written\":{},\"writes\":{},\"readers\":{},\"writers\":{},\"ring_bytes\":{},\"ring_buffer_size\":{},\"channel_buffer_size\":{},\"dropped_writes\":{},\"reader_list\":[{}]}}",
+                "{{\"name\":{},\"bytes_written\":{},\"writes\":{},\"readers\":{},\"writers\":{},\"write_rate\":{},\"ring_bytes\":{},\"ring_buffer_size\":{},\"channel_buffer_size\":{},\"dropped_writes\":{},\"slow_reader\":{},\"reader_list\":[{}]}}",
                 json_str(&r.name),
                 r.bytes_written,
                 r.writes,
                 r.readers,
                 r.writers,
+                r.write_rate,
                 r.ring_bytes,
                 r.ring_buffer_size,
                 r.channel_buffer_size,
                 r.dropped_writes,
+                json_str(&r.slow_reader),
                 readers.join(",")
             )
         })

@@ -82,24 +82,31 @@ pub fn spawn(
                     continue;
                 }
                 let mut next = HashSet::new();
+                let mut should_cancel = |key: (u64, u64), tid: u32| match pending_for(tid) {
+                    Some(Pending::Thread) => true,
+                    Some(Pending::Process { single_thread }) => {
+                        // A multi-threaded process may take the signal on another thread;
+                        // act when it stays pending across two scans.
+                        if single_thread || seen.contains(&key) {
+                            true
+                        } else {
+                            next.insert(key);
+                            false
+                        }
+                    }
+                    Some(Pending::None) | None => false,
+                };
                 for (_, stream) in ns.streams() {
                     for p in stream.parked_reads() {
-                        let key = (stream.id(), p.read);
-                        let cancel = match pending_for(p.tag) {
-                            Some(Pending::Thread) => true,
-                            Some(Pending::Process { single_thread }) => {
-                                // A multi-threaded process may take the signal on another
-                                // thread; act when it stays pending across two scans.
-                                single_thread || seen.contains(&key) || !next.insert(key)
-                            }
-                            Some(Pending::None) | None => false,
-                        };
-                        if cancel && stream.cancel_read(p.reader, p.read) {
-                            log::debug!(
-                                "read {} of thread {} interrupted by a signal",
-                                p.read,
-                                p.tag
-                            );
+                        if should_cancel((stream.id(), p.read), p.tag)
+                            && stream.cancel_read(p.reader, p.read)
+                        {
+                            log::debug!("read of thread {} interrupted by a signal", p.tag);
+                        }
+                    }
+                    for (id, tid) in stream.blocked_writes() {
+                        if should_cancel((stream.id(), id), tid) && stream.cancel_write(id) {
+                            log::debug!("write of thread {tid} interrupted by a signal");
                         }
                     }
                 }
