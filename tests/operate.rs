@@ -195,7 +195,7 @@ fn slow_reader_block_is_lossless_and_the_blocked_writer_stays_killable() {
 
     // A writer blocked by a stopped reader dies of SIGKILL at once.
     std::fs::write(&s, b"").unwrap();
-    let mut stuck = Proc::cat(&s);
+    let stuck = Proc::cat(&s);
     wait_readers(&s, 1);
     kill(stuck.child.id(), libc::SIGSTOP);
     let mut writer = Proc::sh(&format!("exec cat /dev/zero > '{}'", s.display()));
