@@ -25,7 +25,10 @@ impl fmt::Display for OptionError {
         write!(
             f,
             "invalid {} '{}': {}",
-            self.option, self.value, self.reason
+            self.option,
+            // Escaped so that the message stays on one line whatever the input holds.
+            self.value.escape_debug(),
+            self.reason
         )
     }
 }
