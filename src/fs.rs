@@ -440,7 +440,7 @@ impl Filesystem for StreamFs {
         req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         size: u32,
         flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -452,6 +452,12 @@ impl Filesystem for StreamFs {
         };
         if size == 0 {
             return reply.data(&[]);
+        }
+        if offset != 0 {
+            // Reads of a stream carry no position (FOPEN_STREAM): a non-zero offset is the
+            // page cache filling a private mmap, which cannot be served from a stream.
+            debug!("read at offset {offset}: a mapping of a stream, refused");
+            return reply.error(Errno::EIO);
         }
         let mode = if flags.0 & libc::O_NONBLOCK != 0 {
             ReadMode::NonBlocking
