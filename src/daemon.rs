@@ -71,31 +71,38 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     out
 }
 
-/// Warns about kernel settings that break streams: small requests, request timeouts.
+/// Problems with the kernel's FUSE settings, read through `sysctl` (a name under
+/// /proc/sys/fs/fuse): small requests, and request timeouts that abort waiting readers.
+pub fn kernel_problems(sysctl: impl Fn(&str) -> Option<u64>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(pages) = sysctl("max_pages_limit").filter(|p| *p < 256) {
+        problems.push(format!(
+            "the kernel limits FUSE requests to {pages} pages (fs.fuse.max_pages_limit), less \
+             than 1 MiB: larger writes are split and throughput suffers"
+        ));
+    }
+    for name in ["default_request_timeout", "max_request_timeout"] {
+        if let Some(t) = sysctl(name).filter(|t| *t > 0) {
+            problems.push(format!(
+                "fs.fuse.{name} is {t}s: the kernel aborts the whole mount when a read waits \
+                 longer than that, and stream readers wait indefinitely; set it to 0"
+            ));
+        }
+    }
+    problems
+}
+
+/// Reports kernel settings that break streams, at start-up.
 fn check_kernel() {
-    let read = |name: &str| -> Option<u64> {
+    let sysctl = |name: &str| -> Option<u64> {
         std::fs::read_to_string(format!("/proc/sys/fs/fuse/{name}"))
             .ok()?
             .trim()
             .parse()
             .ok()
     };
-    if let Some(pages) = read("max_pages_limit") {
-        if pages < 256 {
-            warn!(
-                "the kernel limits FUSE requests to {pages} pages (fs.fuse.max_pages_limit): \
-                 writes larger than {} KiB are split and throughput suffers",
-                pages * 4
-            );
-        }
-    }
-    for name in ["default_request_timeout", "max_request_timeout"] {
-        if let Some(t) = read(name).filter(|t| *t > 0) {
-            error!(
-                "fs.fuse.{name} is {t}s: the kernel aborts the whole mount when a read waits \
-                 longer than that, and stream readers wait indefinitely; set it to 0"
-            );
-        }
+    for p in kernel_problems(sysctl) {
+        error!("{p}");
     }
 }
 
@@ -401,4 +408,34 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
     let _ = watchdog.join();
     info!("unmounted {mp}");
     result.map_err(|e| StartError::Other(format!("session ended: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_settings_that_break_streams_are_reported() {
+        let ok = |name: &str| match name {
+            "max_pages_limit" => Some(256),
+            _ => Some(0),
+        };
+        assert!(kernel_problems(ok).is_empty());
+        let small = |name: &str| (name == "max_pages_limit").then_some(32);
+        let p = kernel_problems(small);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("32 pages"), "{p:?}");
+        let timeout = |name: &str| (name == "default_request_timeout").then_some(60);
+        let p = kernel_problems(timeout);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("default_request_timeout is 60s"), "{p:?}");
+        assert!(kernel_problems(|_| None).is_empty());
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), b"/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), b"/end\\");
+    }
 }

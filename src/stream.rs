@@ -400,6 +400,10 @@ impl ReaderState {
             }
         }
         self.stats.delivered_bytes += out.len() as u64;
+        if self.queue.is_empty() && self.queue.capacity() > 1024 {
+            // A burst of small writes left a large buffer behind; give it back.
+            self.queue.shrink_to(64);
+        }
         out
     }
 
