@@ -60,8 +60,7 @@ pub fn stop(mountpoint: &Path, timeout: Duration) -> Result<(), String> {
     }
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        // SAFETY: signal 0 only checks that the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        let alive = process_alive(pid);
         if !alive && !crate::daemon::is_mount_point(&mountpoint) {
             return Ok(());
         }
@@ -71,6 +70,19 @@ pub fn stop(mountpoint: &Path, timeout: Duration) -> Result<(), String> {
         "the daemon (pid {pid}) did not finish within {} s",
         timeout.as_secs()
     ))
+}
+
+/// Whether `pid` runs: it exists and is not a zombie waiting to be reaped (the daemon is
+/// reparented to init, which may reap it late).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
 }
 
 /// One stream's row in `streamfs status`.

@@ -53,9 +53,50 @@ struct Handle {
     stream: Arc<Stream>,
     reader: Option<Reader>,
     writer: Option<Writer>,
-    /// The previous write request on this handle filled a whole request, so the next one
-    /// may be the rest of the same `write()` call split by the kernel.
+    /// Opened with O_APPEND: the kernel then gives each write() the stream's size as its
+    /// offset, so offsets alone do not tell a new write() from the rest of one.
+    append: bool,
+    /// The previous write request on this handle filled a whole request...
     last_write_full: AtomicBool,
+    /// ...and where it ended (its offset plus its length).
+    next_offset: AtomicU64,
+    /// Consecutive requests taken as continuations on an O_APPEND handle.
+    chain: AtomicU64,
+}
+
+/// Longest run of requests an O_APPEND handle's writes are taken to continue (16 MiB): the
+/// kernel gives such writes contiguous offsets, so a run of 1 MiB write() calls looks like
+/// one large write; the cap keeps a misjudged run from growing the ring past its budget.
+const MAX_APPEND_CHAIN: u64 = 16;
+
+impl Handle {
+    /// Whether a write request at `offset` is the rest of a `write()` the kernel split into
+    /// requests. Each write() on a stream starts at offset 0 and its pieces follow on, so
+    /// this is exact except with O_APPEND, where a piece is recognised by following a full
+    /// request at the offset where it ended.
+    fn continues(&self, offset: u64, len: usize) -> bool {
+        let full = len as u32 > MAX_REQUEST - PAGE_SIZE;
+        let was_full = self.last_write_full.swap(full, Ordering::Relaxed);
+        let expected = self
+            .next_offset
+            .swap(offset + len as u64, Ordering::Relaxed);
+        if self.append {
+            let continues = was_full && offset == expected;
+            let chain = if continues {
+                self.chain.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                self.chain.store(0, Ordering::Relaxed);
+                0
+            };
+            if chain > MAX_APPEND_CHAIN {
+                self.chain.store(0, Ordering::Relaxed);
+                return false;
+            }
+            continues
+        } else {
+            offset != 0
+        }
+    }
 }
 
 /// The filesystem as fuser sees it.
@@ -124,7 +165,9 @@ impl StreamFs {
             uid: meta.uid,
             gid: meta.gid,
             rdev: 0,
-            blksize: PAGE_SIZE,
+            // Programs size their buffers by st_blksize (cat reads max(128 KiB, blksize)):
+            // whole requests keep readers as fast as 1 MiB writers.
+            blksize: MAX_REQUEST,
             flags: 0,
         }
     }
@@ -168,7 +211,10 @@ impl StreamFs {
                 stream,
                 reader,
                 writer,
+                append: flags.0 & libc::O_APPEND != 0,
                 last_write_full: AtomicBool::new(false),
+                next_offset: AtomicU64::new(0),
+                chain: AtomicU64::new(0),
             }),
         );
         FileHandle(fh)
@@ -479,22 +525,24 @@ impl Filesystem for StreamFs {
         req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        debug!("write(ino={ino:?}, fh={fh:?}, len={})", data.len());
+        debug!(
+            "write(ino={ino:?}, fh={fh:?}, offset={offset}, len={})",
+            data.len()
+        );
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
         let Some(writer) = &h.writer else {
             return reply.error(Errno::EBADF);
         };
-        let full = data.len() as u32 > MAX_REQUEST - PAGE_SIZE;
-        let continues = h.last_write_full.swap(full, Ordering::Relaxed);
+        let continues = h.continues(offset, data.len());
         let len = data.len() as u32;
         let done = Box::new(move |result: Result<(), StreamError>| match result {
             Ok(()) => reply.written(len),

@@ -12,9 +12,12 @@
 //! where they started and which writes they dropped.
 //!
 //! A write that the kernel had to split into several requests (a `write()` larger than one
-//! request) arrives as several calls, the later ones flagged `continues`. A reader that took
-//! the first part also takes the continuation even past its budget (up to twice the
-//! budget), so that it does not receive a write without its tail.
+//! request) arrives as several calls, the later ones flagged `continues`; a continuation
+//! follows the fate of its head. A reader that took the head also takes the rest even past
+//! its budget (up to twice the budget), so that it does not receive a write without its
+//! tail; a reader that dropped the head, or opened after it without getting it from the
+//! ring, skips the rest (counted as dropped in the first case). The ring holds whole writes
+//! only.
 //!
 //! ## Replay for late joiners
 //! The stream keeps a ring of its newest whole writes whose total cost is at most the ring
@@ -181,6 +184,15 @@ struct BlockedWrite {
     done: WriteDone,
 }
 
+/// A reader's fate of the stream's most recent write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Last {
+    Took,
+    Dropped,
+    /// The reader opened after it and did not get it from the ring.
+    Missed,
+}
+
 /// A registered reader's state, kept inside the stream's lock.
 struct ReaderState {
     id: u64,
@@ -195,8 +207,8 @@ struct ReaderState {
     replay_left: usize,
     /// Sum of `chunk_cost` over the live (non-replay) chunks in `queue`.
     live_cost: u64,
-    /// Whether this reader took the most recent write; a continuation follows its fate.
-    took_last: bool,
+    /// What this reader did with the most recent write; a continuation follows its fate.
+    last: Last,
     /// No more writes reach this reader: once its queue is empty it reads EOF. Set by
     /// removal, by the end of a writer session, or by a disconnect.
     ended: bool,
@@ -436,7 +448,8 @@ impl State {
     }
 
     fn push_ring(&mut self, chunk: &Chunk, starts: bool) {
-        if self.budgets.ring == 0 {
+        if self.budgets.ring == 0 || !starts && self.ring.is_empty() {
+            // A continuation whose head is not in the ring is not a whole write.
             return;
         }
         self.ring_cost += chunk_cost(chunk.len());
@@ -474,11 +487,11 @@ impl State {
     }
 
     /// Whether a write of `cost` fits every receiving reader (policy `Block`).
-    fn all_fit(&self, cost: u64) -> bool {
+    fn all_fit(&self, cost: u64, continues: bool) -> bool {
         let channel = self.budgets.channel;
         self.readers
             .iter()
-            .all(|r| r.ended || r.fits(cost, channel))
+            .all(|r| r.ended || continues && r.last != Last::Took || r.fits(cost, channel))
     }
 
     fn count_rate(&mut self, now: SystemTime, len: u64) {
@@ -520,12 +533,22 @@ impl State {
         let mut unparked = 0;
         let instant = Instant::now();
         for r in self.readers.iter_mut().filter(|r| !r.ended) {
-            let forced = continues && r.took_last && r.live_cost + cost <= 2 * channel;
+            if continues && r.last != Last::Took {
+                // The rest of a write this reader does not have: skipped whole, counted as
+                // dropped when it dropped the head, never a reason to disconnect.
+                if r.last == Last::Dropped {
+                    r.stats.dropped_writes += 1;
+                    r.stats.dropped_bytes += len;
+                    dropped += 1;
+                }
+                continue;
+            }
+            let forced = continues && r.live_cost + cost <= channel.saturating_mul(2);
             if r.fits(cost, channel) || forced {
                 let was_empty = r.queue.is_empty();
                 r.queue.push_back(chunk.clone());
                 r.live_cost += cost;
-                r.took_last = true;
+                r.last = Last::Took;
                 if was_empty {
                     // Parked reads exist only while the queue is empty: answer them.
                     while !r.queue.is_empty() {
@@ -542,7 +565,7 @@ impl State {
                 }
                 continue;
             }
-            r.took_last = false;
+            r.last = Last::Dropped;
             r.stats.dropped_writes += 1;
             r.stats.dropped_bytes += len;
             dropped += 1;
@@ -581,7 +604,7 @@ impl State {
         let mut completed = 0;
         while let Some(front) = self.blocked.front() {
             let block = self.policy.slow_reader == SlowReader::Block;
-            if block && !self.all_fit(chunk_cost(front.chunk.len())) {
+            if block && !self.all_fit(chunk_cost(front.chunk.len()), front.continues) {
                 break;
             }
             let w = self.blocked.pop_front().expect("front exists");
@@ -671,6 +694,12 @@ impl Stream {
         let queue: VecDeque<Chunk> = st.ring.iter().map(|(c, _)| c.clone()).collect();
         let replay_left = queue.len();
         let ended = st.removed;
+        // A non-empty ring ends with the stream's newest write, replayed to the reader.
+        let last = if st.ring.is_empty() {
+            Last::Missed
+        } else {
+            Last::Took
+        };
         st.readers.push(ReaderState {
             id,
             label,
@@ -678,7 +707,7 @@ impl Stream {
             front_off: 0,
             replay_left,
             live_cost: 0,
-            took_last: false,
+            last,
             ended,
             disconnected: false,
             parked: VecDeque::new(),
@@ -715,7 +744,8 @@ impl Stream {
             }
             let chunk: Chunk = Arc::from(data);
             let block = st.policy.slow_reader == SlowReader::Block;
-            if block && (!st.blocked.is_empty() || !st.all_fit(chunk_cost(chunk.len()))) {
+            if block && (!st.blocked.is_empty() || !st.all_fit(chunk_cost(chunk.len()), continues))
+            {
                 let id = st.next_id;
                 st.next_id += 1;
                 st.blocked.push_back(BlockedWrite {

@@ -129,9 +129,7 @@ fn mount_helper_accepts_generic_options() {
     let (code, _, err) = sh(&format!("umount '{}'", m.path.display()));
     assert_eq!(code, 0, "{err}");
     assert!(!is_mounted(&m.path));
-    wait_for("the daemon to exit", HANG, || {
-        !Path::new(&format!("/proc/{pid}")).exists()
-    });
+    wait_for("the daemon to exit", HANG, || process_gone(pid));
 }
 
 /// Adds a line to /etc/fstab and removes it on drop.
@@ -235,7 +233,7 @@ fn umount_is_busy_while_a_stream_is_open_and_stop_ends_readers() {
     assert_eq!(r.read_to_eof(HANG), b"queued");
     assert!(r.wait(HANG).success());
     assert!(!is_mounted(&m.path));
-    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(process_gone(pid));
 }
 
 #[test]
@@ -252,10 +250,10 @@ fn lazy_umount_detaches_and_the_daemon_exits_after_the_last_close() {
     // Still serving the open file.
     use std::io::Write;
     (&f).write_all(b"still here").unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!process_gone(pid));
     drop(f);
     wait_for("the daemon to exit after the last close", HANG, || {
-        !Path::new(&format!("/proc/{pid}")).exists()
+        process_gone(pid)
     });
 }
 

@@ -282,3 +282,14 @@ pub fn wait_blocked(pid: u32) {
         },
     );
 }
+
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped by init).
+pub fn process_gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => matches!(
+            stat.rsplit(") ").next().and_then(|s| s.chars().next()),
+            Some('Z') | Some('X')
+        ),
+        Err(_) => true,
+    }
+}
