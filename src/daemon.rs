@@ -106,19 +106,6 @@ fn check_kernel() {
     }
 }
 
-fn mount_request(m: &MountSettings) -> crate::mount::MountRequest {
-    let k = &m.kernel;
-    crate::mount::MountRequest {
-        fsname: m.fsname.clone(),
-        allow_other: k.allow_other,
-        allow_root: k.allow_root,
-        default_permissions: k.default_permissions,
-        read_only: k.read_only,
-        noexec: k.noexec,
-        noatime: k.noatime,
-    }
-}
-
 /// The session's configuration; the mount itself is made by `mount.rs`.
 fn session_config(m: &MountSettings) -> Config {
     let k = &m.kernel;
@@ -359,8 +346,14 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
     let mp = s.mountpoint.display().to_string();
     let config = session_config(&s.mount);
     let acl = config.acl;
-    let session = match crate::mount::mount(&s.mountpoint, &mount_request(&s.mount))
-        .and_then(|fd| Session::from_fd(fs, fd, acl, config))
+    let session = match crate::mount::mount(
+        &s.mountpoint,
+        &crate::mount::MountRequest {
+            fsname: &s.mount.fsname,
+            options: &s.mount.kernel,
+        },
+    )
+    .and_then(|fd| Session::from_fd(fs, fd, acl, config))
     {
         Ok(session) => session,
         Err(e) => {

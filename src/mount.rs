@@ -1,7 +1,7 @@
 //! Mounting: directly with mount(2) as root, or as a normal user through the setuid helper
 //! `fusermount3`, which mounts and passes the open /dev/fuse back over a Unix socket
 //! (`_FUSE_COMMFD`). Either way the mount's type is `fuse.streamfs`, as `mount -t` and
-//! fstab name it. Knows nothing of streams.
+//! fstab name it. Knows nothing of streams or of the FUSE session.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,29 +10,26 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Mount flags and FUSE options of a mount.
-#[derive(Debug, Clone, Default)]
-pub struct MountRequest {
-    pub fsname: String,
-    pub allow_other: bool,
-    pub allow_root: bool,
-    pub default_permissions: bool,
-    pub read_only: bool,
-    pub noexec: bool,
-    pub noatime: bool,
+use crate::options::KernelOptions;
+
+/// The options of a mount: `KernelOptions` plus the name shown as its source.
+pub struct MountRequest<'a> {
+    pub fsname: &'a str,
+    pub options: &'a KernelOptions,
 }
 
-impl MountRequest {
+impl MountRequest<'_> {
     /// The options in fusermount3's `-o` syntax (it always adds nosuid and nodev).
     fn fusermount_options(&self) -> String {
+        let k = self.options;
         let mut opts = vec![format!("fsname={}", self.fsname), "subtype=streamfs".into()];
         for (on, name) in [
-            (self.allow_other, "allow_other"),
-            (self.allow_root && !self.allow_other, "allow_root"),
-            (self.default_permissions, "default_permissions"),
-            (self.read_only, "ro"),
-            (self.noexec, "noexec"),
-            (self.noatime, "noatime"),
+            (k.allow_other, "allow_other"),
+            (k.allow_root && !k.allow_other, "allow_root"),
+            (k.default_permissions, "default_permissions"),
+            (k.read_only, "ro"),
+            (k.noexec, "noexec"),
+            (k.noatime, "noatime"),
         ] {
             if on {
                 opts.push(name.to_string());
@@ -44,7 +41,7 @@ impl MountRequest {
 
 /// Mounts `mountpoint` and returns the FUSE device: directly when root, else through
 /// fusermount3.
-pub fn mount(mountpoint: &Path, req: &MountRequest) -> io::Result<OwnedFd> {
+pub fn mount(mountpoint: &Path, req: &MountRequest<'_>) -> io::Result<OwnedFd> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         mount_direct(mountpoint, req)
@@ -58,7 +55,8 @@ fn cstring(bytes: &[u8]) -> io::Result<std::ffi::CString> {
 }
 
 /// mount(2) of type fuse.streamfs, as root.
-fn mount_direct(mountpoint: &Path, req: &MountRequest) -> io::Result<OwnedFd> {
+fn mount_direct(mountpoint: &Path, req: &MountRequest<'_>) -> io::Result<OwnedFd> {
+    let k = req.options;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::OpenOptions::new()
@@ -73,18 +71,18 @@ fn mount_direct(mountpoint: &Path, req: &MountRequest) -> io::Result<OwnedFd> {
         "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid}",
         dev.as_raw_fd()
     );
-    if req.default_permissions {
+    if k.default_permissions {
         data.push_str(",default_permissions");
     }
-    if req.allow_other || req.allow_root {
+    if k.allow_other || k.allow_root {
         // The kernel knows only allow_other; root-only access is checked by the session.
         data.push_str(",allow_other");
     }
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
     for (on, flag) in [
-        (req.read_only, libc::MS_RDONLY),
-        (req.noexec, libc::MS_NOEXEC),
-        (req.noatime, libc::MS_NOATIME),
+        (k.read_only, libc::MS_RDONLY),
+        (k.noexec, libc::MS_NOEXEC),
+        (k.noatime, libc::MS_NOATIME),
     ] {
         if on {
             flags |= flag;
