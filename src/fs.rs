@@ -80,22 +80,17 @@ impl Handle {
         let expected = self
             .next_offset
             .swap(offset + len as u64, Ordering::Relaxed);
-        if self.append {
-            let continues = was_full && offset == expected;
-            let chain = if continues {
-                self.chain.fetch_add(1, Ordering::Relaxed) + 1
-            } else {
-                self.chain.store(0, Ordering::Relaxed);
-                0
-            };
-            if chain > MAX_APPEND_CHAIN {
-                self.chain.store(0, Ordering::Relaxed);
-                return false;
-            }
-            continues
-        } else {
-            offset != 0
+        if !self.append {
+            return offset != 0;
         }
+        let continues =
+            was_full && offset == expected && self.chain.load(Ordering::Relaxed) < MAX_APPEND_CHAIN;
+        if continues {
+            self.chain.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.chain.store(0, Ordering::Relaxed);
+        }
+        continues
     }
 }
 
@@ -829,6 +824,61 @@ mod tests {
         assert_eq!(read_limit(MAX_REQUEST - 100), MAX_REQUEST as usize - 101);
         assert_eq!(read_limit(128 * 1024), 128 * 1024);
         assert_eq!(read_limit(1), 1);
+    }
+
+    fn handle(append: bool) -> Handle {
+        let ns = Namespace::new(crate::stream::Budgets {
+            channel: 1,
+            ring: 0,
+        });
+        let now = SystemTime::now();
+        let meta = Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            crtime: now,
+            ctime: now,
+        };
+        Handle {
+            stream: ns.create(b"s", meta).unwrap().0,
+            reader: None,
+            writer: None,
+            append,
+            last_write_full: AtomicBool::new(false),
+            next_offset: AtomicU64::new(0),
+            chain: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn continuations_of_ordinary_handles_are_known_by_offset() {
+        let h = handle(false);
+        // One 2 MiB write() from an unaligned buffer, then a 16-byte one.
+        assert!(!h.continues(0, 1048555));
+        assert!(h.continues(1048555, 1048576));
+        assert!(h.continues(2097131, 121));
+        assert!(!h.continues(0, 16));
+        // Separate full writes stay separate.
+        assert!(!h.continues(0, 1 << 20));
+        assert!(!h.continues(0, 1 << 20));
+    }
+
+    #[test]
+    fn append_handles_chain_full_requests_up_to_a_cap() {
+        let h = handle(true);
+        assert!(!h.continues(4194404, 1048555));
+        assert!(h.continues(5242959, 1048576));
+        assert!(h.continues(6291535, 121));
+        // A short request ends the chain; the next one starts anew.
+        assert!(!h.continues(6291656, 100));
+        let mut off = 10 << 20;
+        assert!(!h.continues(off, 1 << 20));
+        for _ in 0..MAX_APPEND_CHAIN {
+            off += 1 << 20;
+            assert!(h.continues(off, 1 << 20));
+        }
+        off += 1 << 20;
+        assert!(!h.continues(off, 1 << 20), "the chain is capped");
     }
 
     #[test]
