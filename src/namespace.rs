@@ -4,6 +4,8 @@
 //! Lock order: the namespace lock is taken before any stream lock and never held while a
 //! stream delivers answers (removal happens after the namespace lock is released).
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::stream::{Budgets, Meta, Policy, Stream, StreamError};

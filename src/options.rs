@@ -2,6 +2,8 @@
 //! and validated into [`MountSettings`] before anything is mounted. Knows nothing of fuser's
 //! types; `daemon.rs` turns the settings into a session configuration.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use crate::size::{SizeError, parse_size};

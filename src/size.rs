@@ -1,6 +1,8 @@
 //! Parsing of byte sizes given by users ("524288", "512KB", "1.5MB", "6MiB").
 //! Knows nothing of which option a size belongs to; callers name the option in their error.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 /// Why a size was rejected. The message states the expected form; callers prefix it with the

@@ -65,6 +65,8 @@
 //! writer starts a new session, read by the readers that open after it ended. The default,
 //! `Keep`, lets readers wait for a next writer indefinitely, as the original does.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

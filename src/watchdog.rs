@@ -10,6 +10,8 @@
 //!
 //! Knows the core's parked-read listing and Linux's /proc, not FUSE.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::thread::JoinHandle;
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! decimal text under `user.streamfs.`. Pure formatting over the core's counters; knows
 //! nothing of FUSE.
 
+#![forbid(unsafe_code)]
+
 use crate::namespace::Namespace;
 use crate::options::{
     OptionError, parse_channel_size, parse_on_writer_close, parse_ring_size, parse_slow_reader,
