@@ -176,7 +176,15 @@ impl StreamFs {
         if let Some(h) = fh.and_then(|fh| self.handle(fh)) {
             return Some(h.stream.clone());
         }
-        self.ns.get(ino.0)
+        // fstat() of an open stream after rm: the kernel sends GETATTR (and fgetxattr sends
+        // GETXATTR) with the inode only, so look among the open handles.
+        self.ns.get(ino.0).or_else(|| {
+            self.handles
+                .lock()
+                .values()
+                .find(|h| h.stream.id() == ino.0)
+                .map(|h| h.stream.clone())
+        })
     }
 
     /// Registers a handle for `stream` opened with `flags` and returns its number.
@@ -484,21 +492,24 @@ impl Filesystem for StreamFs {
         offset: u64,
         size: u32,
         flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         debug!("read(ino={ino:?}, fh={fh:?}, size={size}, flags={flags:?})");
+        if lock_owner.is_none() {
+            // read(2) and readv(2) of a direct-I/O file always name their lock owner; a READ
+            // without one comes from the page cache (a private mmap faulting, splice or
+            // sendfile into a pipe), which a stream cannot serve: refuse it at once rather
+            // than hand out queued bytes as file contents or park while the kernel holds the
+            // page locked.
+            debug!("page-cache read at offset {offset}, refused");
+            return reply.error(Errno::EIO);
+        }
         let Some(h) = self.handle(fh).filter(|h| h.reader.is_some()) else {
             return reply.error(Errno::EBADF);
         };
         if size == 0 {
             return reply.data(&[]);
-        }
-        if offset != 0 {
-            // Reads of a stream carry no position (FOPEN_STREAM): a non-zero offset is the
-            // page cache filling a private mmap, which cannot be served from a stream.
-            debug!("read at offset {offset}: a mapping of a stream, refused");
-            return reply.error(Errno::EIO);
         }
         let mode = if flags.0 & libc::O_NONBLOCK != 0 {
             ReadMode::NonBlocking
@@ -641,7 +652,7 @@ impl Filesystem for StreamFs {
         let attrs = if ino == ROOT {
             xattr::root_attrs(&self.ns)
         } else {
-            match self.ns.get(ino.0) {
+            match self.stream_of(ino, None) {
                 Some(s) => xattr::stream_attrs(&s),
                 None => return reply.error(Errno::ENOENT),
             }
@@ -656,7 +667,7 @@ impl Filesystem for StreamFs {
         let attrs = if ino == ROOT {
             xattr::root_attrs(&self.ns)
         } else {
-            match self.ns.get(ino.0) {
+            match self.stream_of(ino, None) {
                 Some(s) => xattr::stream_attrs(&s),
                 None => return reply.error(Errno::ENOENT),
             }

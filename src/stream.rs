@@ -956,19 +956,22 @@ impl Reader {
         self.stream.read(self.id, max, mode, tag, deliver)
     }
 
-    /// Reports readiness; when waiting, keeps `wake` (replacing an earlier one) to be called
-    /// once the reader becomes readable or ends.
+    /// Reports readiness and keeps `wake` (replacing an earlier one) to be called when the
+    /// reader next becomes readable from empty, or ends; edge-triggered pollers need it even
+    /// when the reader is readable now.
     pub fn poll(&self, wake: Wake) -> Readiness {
         let mut st = self.stream.lock();
         let r = st
             .reader_mut(self.id)
             .expect("a Reader is registered until it is dropped");
+        // Keep the poller even when readable: an edge-triggered epoll polls once per event,
+        // so the next one (a write to the emptied queue, or the end) must notify it.
+        r.wake = Some(wake);
         if !r.queue.is_empty() {
             Readiness::Readable
         } else if r.ended {
             Readiness::Ended
         } else {
-            r.wake = Some(wake);
             Readiness::Waiting
         }
     }

@@ -885,15 +885,21 @@ fn a_dropped_reader_no_longer_receives_or_counts() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn poll_reports_readable_when_data_is_queued_and_does_not_keep_the_wake() {
+fn poll_reports_readable_and_keeps_the_wake_for_the_next_edge() {
     let (s, _) = stream(1000, 0);
     let r = s.open_reader("r".into());
     let w = s.open_writer();
     w.write(&pattern(1, 3), false).unwrap();
     let (wake, n) = waker();
     assert_eq!(r.poll(wake), Readiness::Readable);
+    // More data on a non-empty queue is no new edge.
     w.write(&pattern(2, 3), false).unwrap();
     assert_eq!(n.load(Ordering::SeqCst), 0);
+    // Drained, then written again: an edge-triggered poller must hear of it.
+    let (got, _) = drain(&r, 64);
+    assert_eq!(got.len(), 6);
+    w.write(&pattern(3, 3), false).unwrap();
+    assert_eq!(n.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -539,10 +539,8 @@ impl Harness {
                 };
                 assert_eq!(got, expect, "poll");
                 self.polls.push(PollRec { calls, expect: 0 });
-                if expect == Readiness::Waiting {
-                    // Replaces (drops uncalled) an earlier wake.
-                    rd.wake = Some(self.polls.len() - 1);
-                }
+                // Kept whatever the readiness; replaces (drops uncalled) an earlier wake.
+                rd.wake = Some(self.polls.len() - 1);
             }
             Op::Remove => {
                 let res = self.ns.remove(NAME);
