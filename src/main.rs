@@ -32,7 +32,10 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
   accepted and ignored.
 
 Per-stream overrides: setfattr -n user.streamfs.ring_buffer_size -v 16MB FILE (also
-channel_buffer_size, slow_reader, on_writer_close). Statistics: getfattr -d -m - FILE.
+channel_buffer_size, slow_reader, on_writer_close).
+Statistics (getfattr -d -m - FILE, decimal text under user.streamfs.): bytes_written,
+writes, readers, writers, ring_bytes, ring_start, dropped_writes, dropped_bytes,
+write_rate, blocked_writes, reader_list; on the mount point: totals and the daemon's pid.
 
 SIZE is a number of bytes or a number with a unit: B, KB, MB, GB (1024-based,
 case-insensitive; KiB, MiB, GiB accepted), decimals allowed: 524288, 512KB, 1.5MB.

@@ -757,6 +757,31 @@ fn tee_feeds_two_streams_whose_readers_get_identical_bytes() {
 }
 
 #[test]
+fn pv_reads_a_stream_until_rm_and_writes_one() {
+    let m = Mount::new(&[]);
+    let (x, y) = (m.file("x"), m.file("y"));
+    touch(&x);
+    touch(&y);
+    let out = m.dir.path().join("pv.out");
+    // pv reading a stream and writing another: rate-limited relays work unchanged.
+    let mut relay = Proc::sh(&format!("exec pv -q {} > {}", q(&x), q(&y)));
+    let mut rec = Proc::sh(&format!("exec cat {} > {}", q(&y), q(&out)));
+    wait_readers(&x, 1);
+    wait_readers(&y, 1);
+    let (code, _, err) = sh(&format!("seq 1 20000 | pv -q -L 10m > {}", q(&x)));
+    assert_eq!(code, 0, "{err}");
+    let expected: String = (1..=20000).map(|i| format!("{i}\n")).collect();
+    std::fs::remove_file(&x).unwrap();
+    assert!(relay.wait(HANG).success(), "pv did not end on rm");
+    std::fs::remove_file(&y).unwrap();
+    assert!(rec.wait(HANG).success());
+    assert!(
+        std::fs::read(&out).unwrap() == expected.as_bytes(),
+        "pv relayed other bytes"
+    );
+}
+
+#[test]
 fn dd_writes_blocks_and_reads_a_stream_to_its_end_or_a_count() {
     let m = Mount::new(&[]);
     let x = m.file("x");
