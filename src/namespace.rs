@@ -30,7 +30,7 @@ pub struct Namespace {
     defaults: Budgets,
     policy: Policy,
     next_id: AtomicU64,
-    /// Parked reads across all streams (see `Stream`).
+    /// Parked reads and blocked writes across all streams (see `Stream`).
     parked_total: Arc<AtomicUsize>,
 }
 
@@ -146,7 +146,7 @@ impl Namespace {
         inner.by_id.values().cloned().collect()
     }
 
-    /// Parked reads across all streams now.
+    /// Parked reads and blocked writes across all streams now.
     pub fn parked_total(&self) -> usize {
         self.parked_total.load(Ordering::Relaxed)
     }
