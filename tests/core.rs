@@ -2,8 +2,8 @@
 //! Each test asserts the one behaviour its name states; the contract is the module docs of
 //! `src/stream.rs` and `src/namespace.rs`.
 //!
-//! Tests marked `BUG` fail on purpose against the current core: each documents a breach of
-//! the contract (see its doc comment) and passes once it is fixed.
+//! Tests marked `Regression` reproduce breaches of the contract found by these tests and
+//! fixed since (see their doc comments).
 
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 use std::sync::mpsc;
@@ -635,7 +635,7 @@ fn a_reader_opened_between_head_and_continuation_gets_the_whole_write_from_repla
     assert_eq!(drain(&r, 1000).0, concat(&[&h, &t]));
 }
 
-/// BUG (see report): the field doc of `took_last` says "a continuation follows its fate",
+/// Regression: the field doc of `took_last` (now `last`) said "a continuation follows its fate",
 /// and the module doc wants no reader to receive part of a write. A reader that dropped the
 /// head of a split write but drained its queue meanwhile takes the continuation on its own
 /// (`fits` is true because its live cost is 0), so it receives a tail without its head.
@@ -657,7 +657,7 @@ fn a_reader_that_dropped_the_head_does_not_receive_the_continuation_alone() {
     );
 }
 
-/// BUG (see report): with no replay (ring 0), a reader opened between the head and the
+/// Regression: with no replay (ring 0), a reader opened between the head and the
 /// continuation of a split write never had the head, yet takes the tail.
 #[test]
 fn a_reader_opened_mid_write_without_replay_does_not_receive_the_tail_alone() {
@@ -673,7 +673,7 @@ fn a_reader_opened_mid_write_without_replay_does_not_receive_the_tail_alone() {
     );
 }
 
-/// BUG (see report): a continuation pushed into an empty ring (the ring was disabled when
+/// Regression: a continuation pushed into an empty ring (the ring was disabled when
 /// its head was written, then enabled by `set_budgets`) is kept as a headless entry: late
 /// joiners replay a tail without its head, and the ring's "at most the budget unless it
 /// holds a single write" invariant breaks because the headless entry is not counted as a
@@ -693,7 +693,7 @@ fn the_ring_never_replays_a_continuation_without_its_head() {
     );
 }
 
-/// BUG (see report), the budget side of the headless ring entry above.
+/// Regression, the budget side of the headless ring entry above.
 #[test]
 fn the_ring_stays_within_budget_after_a_headless_continuation() {
     let (s, _) = stream(1 << 20, 0);
@@ -1407,7 +1407,7 @@ fn namespace_removals_answer_reads_outside_the_namespace_lock() {
 // Arithmetic at the edges of the budgets
 // ---------------------------------------------------------------------------------------
 
-/// BUG (see report): `2 * channel` overflows (a panic in debug builds, under the stream lock)
+/// Regression: `2 * channel` overflows (a panic in debug builds, under the stream lock)
 /// for a channel budget above `u64::MAX / 2`, which `channel_buffer_size` accepts.
 #[test]
 fn a_huge_channel_budget_does_not_overflow_on_a_continuation() {

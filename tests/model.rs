@@ -1169,8 +1169,8 @@ fn model_writer_close_ends_the_session() {
     );
 }
 
-/// BUG: with the contract's semantics (`strict`), a reader that dropped the head of a split
-/// write must not receive its continuation. Fails until fixed; see `tests/core.rs`.
+/// Regression: with the contract's semantics (`strict`), a reader that dropped the head of a split
+/// write must not receive its continuation. See `tests/core.rs`.
 #[test]
 fn strict_model_continuation_of_a_dropped_head_is_dropped() {
     run_with(
@@ -1181,7 +1181,7 @@ fn strict_model_continuation_of_a_dropped_head_is_dropped() {
     );
 }
 
-/// BUG: with ring 0, a reader opened between a head and its continuation must not get the
+/// Regression: with ring 0, a reader opened between a head and its continuation must not get the
 /// continuation alone. Fails until fixed.
 #[test]
 fn strict_model_reader_opened_mid_write_without_ring_skips_the_tail() {
@@ -1193,7 +1193,7 @@ fn strict_model_reader_opened_mid_write_without_ring_skips_the_tail() {
     );
 }
 
-/// BUG: a continuation must not enter an empty ring as a headless write (here: the ring was
+/// Regression: a continuation must not enter an empty ring as a headless write (here: the ring was
 /// disabled when the head was written). Fails until fixed.
 #[test]
 fn headless_continuation_is_not_replayed() {
