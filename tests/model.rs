@@ -1182,7 +1182,7 @@ fn strict_model_continuation_of_a_dropped_head_is_dropped() {
 }
 
 /// Regression: with ring 0, a reader opened between a head and its continuation must not get the
-/// continuation alone. Fails until fixed.
+/// continuation alone.
 #[test]
 fn strict_model_reader_opened_mid_write_without_ring_skips_the_tail() {
     run_with(
@@ -1194,7 +1194,7 @@ fn strict_model_reader_opened_mid_write_without_ring_skips_the_tail() {
 }
 
 /// Regression: a continuation must not enter an empty ring as a headless write (here: the ring was
-/// disabled when the head was written). Fails until fixed.
+/// disabled when the head was written).
 #[test]
 fn headless_continuation_is_not_replayed() {
     run_with(
