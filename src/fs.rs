@@ -64,10 +64,10 @@ struct Handle {
     chain: AtomicU64,
 }
 
-/// Longest run of requests an O_APPEND handle's writes are taken to continue (16 MiB): the
+/// Longest run of requests an O_APPEND handle's writes are taken to continue (4 MiB): the
 /// kernel gives such writes contiguous offsets, so a run of 1 MiB write() calls looks like
 /// one large write; the cap keeps a misjudged run from growing the ring past its budget.
-const MAX_APPEND_CHAIN: u64 = 16;
+const MAX_APPEND_CHAIN: u64 = 4;
 
 impl Handle {
     /// Whether a write request at `offset` is the rest of a `write()` the kernel split into
