@@ -34,29 +34,37 @@ fn stream(channel: u64, ring: u64, policy: Policy) -> (Arc<Namespace>, Arc<Strea
     (ns, s)
 }
 
-/// Reads everything until EOF without waiting (non-blocking reads; the stream must have
-/// ended), returning the bytes.
+/// One non-blocking read of up to `max` bytes (answered before `read` returns).
+fn read_now(r: &Reader, max: usize) -> ReadOutcome {
+    let got = Arc::new(StdMutex::new(None));
+    let g = got.clone();
+    r.read(
+        max,
+        ReadMode::NonBlocking,
+        0,
+        Box::new(move |o| *g.lock().unwrap() = Some(o)),
+    );
+    let outcome = got.lock().unwrap().take();
+    outcome.expect("non-blocking reads answer at once")
+}
+
+/// Reads everything until EOF without waiting (the stream must have ended).
 fn drain(r: &Reader) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let got = Arc::new(StdMutex::new(None));
-        let g = got.clone();
-        r.read(
-            1 << 20,
-            ReadMode::NonBlocking,
-            0,
-            Box::new(move |o| *g.lock().unwrap() = Some(o)),
-        );
-        match got
-            .lock()
-            .unwrap()
-            .take()
-            .expect("non-blocking reads answer at once")
-        {
+        match read_now(r, 1 << 20) {
             ReadOutcome::Data(d) => out.extend(d),
             ReadOutcome::Eof => return out,
             other => panic!("unexpected {other:?} after the stream ended"),
         }
+    }
+}
+
+/// A policy with `slow_reader=block`.
+fn blocking() -> Policy {
+    Policy {
+        slow_reader: SlowReader::Block,
+        on_writer_close: OnWriterClose::Keep,
     }
 }
 
@@ -258,11 +266,7 @@ fn removal_during_writes_refuses_or_delivers_each_write_once() {
 fn shutdown_during_waits_answers_every_parked_read_and_write() {
     shuttle::check_random(
         || {
-            let policy = Policy {
-                slow_reader: SlowReader::Block,
-                on_writer_close: OnWriterClose::Keep,
-            };
-            let (ns, s) = stream(70, 0, policy);
+            let (ns, s) = stream(70, 0, blocking());
             let slow = s.open_reader("slow".into());
             let idle_answers = Arc::new(StdMutex::new(Vec::new()));
             let idle = s.open_reader("idle".into());
@@ -318,11 +322,7 @@ fn shutdown_during_waits_answers_every_parked_read_and_write() {
 fn block_policy_delivers_everything_to_a_concurrent_reader() {
     shuttle::check_random(
         || {
-            let policy = Policy {
-                slow_reader: SlowReader::Block,
-                on_writer_close: OnWriterClose::Keep,
-            };
-            let (ns, s) = stream(70, 0, policy);
+            let (ns, s) = stream(70, 0, blocking());
             let r = s.open_reader("r".into());
             let w = {
                 let s = s.clone();
@@ -335,15 +335,7 @@ fn block_policy_delivers_everything_to_a_concurrent_reader() {
             };
             let mut got = Vec::new();
             while got.len() < 8 {
-                let cell = Arc::new(StdMutex::new(None));
-                let c = cell.clone();
-                r.read(
-                    64,
-                    ReadMode::NonBlocking,
-                    0,
-                    Box::new(move |o| *c.lock().unwrap() = Some(o)),
-                );
-                match cell.lock().unwrap().take().unwrap() {
+                match read_now(&r, 64) {
                     ReadOutcome::Data(d) => got.extend(d),
                     ReadOutcome::WouldBlock => thread::yield_now(),
                     other => panic!("{other:?}"),
