@@ -140,10 +140,10 @@ impl Namespace {
             .collect()
     }
 
-    /// Every live stream with its name.
-    pub fn streams(&self) -> Vec<(Vec<u8>, Arc<Stream>)> {
+    /// Every live stream.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
         let inner = self.inner.lock();
-        inner.by_id.values().cloned().collect()
+        inner.by_id.values().map(|(_, s)| s.clone()).collect()
     }
 
     /// Parked reads and blocked writes across all streams now.

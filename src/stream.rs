@@ -204,6 +204,9 @@ struct ReaderState {
     queue: VecDeque<Chunk>,
     /// Invariant: `front_off < queue.front().len()` when the queue is non-empty, else 0.
     front_off: usize,
+    /// Bytes not yet delivered: the lengths of `queue` less `front_off`. Kept rather than
+    /// summed, since a flood of small writes makes the queue long and reads are frequent.
+    queued: u64,
     /// Invariant: the first `replay_left` chunks of `queue` came from the ring at open and
     /// are not counted in `live_cost`.
     replay_left: usize,
@@ -241,6 +244,8 @@ pub struct ReaderStats {
     pub dropped_bytes: u64,
     /// Whether the reader was cut off (policy `Disconnect`).
     pub disconnected: bool,
+    /// Reads waiting for data now.
+    pub parked_reads: usize,
 }
 
 /// Counters and metadata of one stream.
@@ -381,7 +386,16 @@ impl Deferred {
 
 impl ReaderState {
     fn queued_bytes(&self) -> u64 {
-        self.queue.iter().map(|c| c.len() as u64).sum::<u64>() - self.front_off as u64
+        debug_assert_eq!(
+            self.queued,
+            self.queue.iter().map(|c| c.len() as u64).sum::<u64>() - self.front_off as u64
+        );
+        self.queued
+    }
+
+    fn push(&mut self, chunk: &Chunk) {
+        self.queued += chunk.len() as u64;
+        self.queue.push_back(chunk.clone());
     }
 
     /// Whether a chunk of `cost` fits the budget `channel`.
@@ -392,7 +406,7 @@ impl ReaderState {
     /// Takes up to `max` queued bytes. Precondition: the queue is non-empty.
     fn take(&mut self, max: usize) -> Vec<u8> {
         debug_assert!(!self.queue.is_empty() && max > 0);
-        let mut out = Vec::with_capacity(max.min(self.queued_bytes() as usize));
+        let mut out = Vec::with_capacity(max.min(self.queued as usize));
         while out.len() < max {
             let Some(front) = self.queue.front() else {
                 break;
@@ -413,6 +427,7 @@ impl ReaderState {
                 self.front_off += n;
             }
         }
+        self.queued -= out.len() as u64;
         self.stats.delivered_bytes += out.len() as u64;
         if self.queue.is_empty() && self.queue.capacity() > 1024 {
             // A burst of small writes left a large buffer behind; give it back.
@@ -439,6 +454,7 @@ impl ReaderState {
             queued_bytes: self.queued_bytes(),
             live_cost: self.live_cost,
             disconnected: self.disconnected,
+            parked_reads: self.parked.len(),
             ..self.stats.clone()
         }
     }
@@ -548,7 +564,7 @@ impl State {
             let forced = continues && r.live_cost + cost <= channel.saturating_mul(2);
             if r.fits(cost, channel) || forced {
                 let was_empty = r.queue.is_empty();
-                r.queue.push_back(chunk.clone());
+                r.push(&chunk);
                 r.live_cost += cost;
                 r.last = Last::Took;
                 if was_empty {
@@ -695,6 +711,7 @@ impl Stream {
         st.next_id += 1;
         let queue: VecDeque<Chunk> = st.ring.iter().map(|(c, _)| c.clone()).collect();
         let replay_left = queue.len();
+        let queued = queue.iter().map(|c| c.len() as u64).sum();
         let ended = st.removed;
         // A non-empty ring ends with the stream's newest write, replayed to the reader.
         let last = if st.ring.is_empty() {
@@ -707,6 +724,7 @@ impl Stream {
             label,
             queue,
             front_off: 0,
+            queued,
             replay_left,
             live_cost: 0,
             last,

@@ -98,7 +98,7 @@ pub fn spawn(
                     }
                     Some(Pending::None) | None => false,
                 };
-                for (_, stream) in ns.streams() {
+                for stream in ns.streams() {
                     for p in stream.parked_reads() {
                         if should_cancel((stream.id(), p.read), p.tag)
                             && stream.cancel_read(p.reader, p.read)

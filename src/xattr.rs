@@ -25,7 +25,13 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
             r.delivered_bytes,
             r.dropped_writes,
             r.dropped_bytes,
-            if r.disconnected { " disconnected" } else { "" }
+            if r.disconnected {
+                " disconnected"
+            } else if r.parked_reads > 0 {
+                " waiting"
+            } else {
+                ""
+            }
         ));
     }
     [
@@ -61,7 +67,7 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
 pub fn root_attrs(ns: &Namespace) -> Vec<(String, String)> {
     let (mut written, mut readers, mut writers, mut drops) = (0u64, 0usize, 0usize, 0u64);
     let streams = ns.streams();
-    for (_, s) in &streams {
+    for s in &streams {
         let st = s.stats();
         written += st.written_bytes;
         readers += st.readers;

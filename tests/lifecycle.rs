@@ -266,7 +266,7 @@ fn killed_daemon_leaves_errors_not_hangs_and_umount_clears_it() {
     std::fs::write(&s, b"").unwrap();
     let mut r = Proc::cat(&s);
     wait_readers(&s, 1);
-    wait_blocked(r.child.id());
+    wait_parked(&s, r.child.id());
     kill(pid, libc::SIGKILL);
     let status = r.wait(HANG);
     assert!(!status.success(), "reader of a dead daemon succeeded");

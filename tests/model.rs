@@ -225,6 +225,7 @@ impl MReader {
             dropped_writes: self.dropped_writes,
             dropped_bytes: self.dropped_bytes,
             disconnected: self.disconnected,
+            parked_reads: self.parked.len(),
         }
     }
 }

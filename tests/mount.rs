@@ -133,7 +133,7 @@ fn a_reader_may_open_before_any_writer_and_waits() {
     assert_eq!(sh(&format!("touch '{}'", cam.display())).0, 0);
     let mut r = Proc::cat(&cam);
     wait_readers(&cam, 1);
-    wait_blocked(r.child.id());
+    wait_parked(&cam, r.child.id());
     assert!(r.drain().is_empty());
     assert!(r.child.try_wait().unwrap().is_none(), "reader ended early");
     sh(&format!("printf hello > '{}'", cam.display()));
@@ -347,7 +347,7 @@ fn assert_reader_dies_of(sig: i32) {
     sh(&format!("touch '{}'", s.display()));
     let mut r = Proc::cat(&s);
     wait_readers(&s, 1);
-    wait_blocked(r.child.id());
+    wait_parked(&s, r.child.id());
     let t = Instant::now();
     kill(r.child.id(), sig);
     let status = r.wait(HANG);

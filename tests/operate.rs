@@ -276,7 +276,7 @@ fn on_writer_close_keep_lets_readers_wait() {
     sh(&format!("printf 'one' > '{}'", s.display()));
     assert_eq!(r.read_at_least(3, HANG), b"one");
     assert_eq!(xattr_u64(&s, "writers"), 0);
-    wait_blocked(r.child.id());
+    wait_parked(&s, r.child.id());
     assert!(
         r.child.try_wait().unwrap().is_none(),
         "reader ended without a writer"

@@ -671,7 +671,7 @@ fn python_file_objects_read_n_iterate_lines_and_write_with_wb_and_ab() {
     assert_eq!(out, "tell 29\nread b'alpha'\nwaiting\n", "ESPIPE is 29");
     // read(10) has "\nbeta\n" and waits for four more bytes.
     wait_delivered(&st);
-    wait_blocked(py.child.id());
+    wait_parked(&st, py.child.id());
     assert_eq!(py.drain(), out.as_bytes(), "read(10) returned early");
     append(&st, b"gamma\n");
     wait_output(&mut py, "read b'\\nbeta\\ngamm'\nline b'a\\n'\n");
@@ -837,7 +837,7 @@ fn head_c_ends_after_n_bytes_and_releases_the_reader() {
     let mut head = Proc::sh(&format!("exec head -c 15 {}", q(&x)));
     wait_readers(&x, 1);
     wait_delivered(&x);
-    wait_blocked(head.child.id());
+    wait_parked(&x, head.child.id());
     assert_eq!(head.drain(), b"");
     append(&x, b"abcdefgh");
     assert_eq!(output_of(&mut head, "head -c 15"), "0123456789abcde");
@@ -925,7 +925,7 @@ fn tail_c_plus_1_f_fails_at_once_and_tail_f_prints_only_when_the_stream_ends() {
         append(&log, l.as_bytes());
     }
     wait_delivered(&log);
-    wait_blocked(tail.child.id());
+    wait_parked(&log, tail.child.id());
     assert_eq!(tail.drain(), b"", "tail -f printed before EOF");
     // At rm it prints the last ten lines. (What it does next depends on fstat of a removed
     // stream; see fstat_of_an_open_stream_works_after_rm.)

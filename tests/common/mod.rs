@@ -270,15 +270,17 @@ pub fn wait_readers(path: &Path, n: u64) {
     );
 }
 
-/// Waits until every thread of `pid` sleeps in a read (state S or D), so that it is parked.
-pub fn wait_blocked(pid: u32) {
+/// Waits until a reader opened by `pid` has a read parked in the daemon (its line in the
+/// stream's reader_list says "waiting"), so that what follows acts on a waiting read.
+pub fn wait_parked(path: &Path, pid: u32) {
     wait_for(
-        &format!("process {pid} to block"),
+        &format!("a parked read of process {pid}"),
         Duration::from_secs(10),
         || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-            matches!(state, Some('S') | Some('D'))
+            streamfs::control::get_xattr(path, "user.streamfs.reader_list")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with(&format!("pid {pid} (")) && l.ends_with(" waiting"))
         },
     );
 }
