@@ -276,7 +276,9 @@ fn on_writer_close_keep_lets_readers_wait() {
     sh(&format!("printf 'one' > '{}'", s.display()));
     assert_eq!(r.read_at_least(3, HANG), b"one");
     // The kernel releases the writer's file asynchronously after close.
-    wait_for("the writer to be released", HANG, || xattr_u64(&s, "writers") == 0);
+    wait_for("the writer to be released", HANG, || {
+        xattr_u64(&s, "writers") == 0
+    });
     wait_parked(&s, r.child.id());
     assert!(
         r.child.try_wait().unwrap().is_none(),
