@@ -242,17 +242,6 @@ pub fn requester_label(pid: u32) -> String {
     format!("pid {pid} ({})", comm.trim())
 }
 
-/// Most bytes to answer a READ of `size` with. A READ that fills a whole request makes the
-/// kernel send the next request of the same `read()` call, which would then wait even though
-/// data was returned; one byte short of a full request ends the call at once.
-fn read_limit(size: u32) -> usize {
-    if size > MAX_REQUEST - PAGE_SIZE {
-        size as usize - 1
-    } else {
-        size as usize
-    }
-}
-
 fn is_regular(mode: u32) -> bool {
     mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0
 }
@@ -511,7 +500,13 @@ impl Filesystem for StreamFs {
         if size == 0 {
             return reply.data(&[]);
         }
-        let mode = if flags.0 & libc::O_NONBLOCK != 0 {
+        // Every read() of a stream handle starts at offset 0, and the kernel splits one larger
+        // than a request into requests at increasing offsets, sending the next only when the
+        // previous one came back full. A READ past offset 0 therefore continues a call that
+        // already has bytes: it takes what is queued now and never waits, and an empty answer
+        // ends the call with what it has (it is EOF only for a call's first request).
+        let continuation = offset > 0;
+        let mode = if continuation || flags.0 & libc::O_NONBLOCK != 0 {
             ReadMode::NonBlocking
         } else {
             ReadMode::Wait
@@ -519,11 +514,12 @@ impl Filesystem for StreamFs {
         let deliver = Box::new(move |outcome: ReadOutcome| match outcome {
             ReadOutcome::Data(d) => reply.data(&d),
             ReadOutcome::Eof => reply.data(&[]),
+            ReadOutcome::WouldBlock if continuation => reply.data(&[]),
             ReadOutcome::WouldBlock => reply.error(Errno::EAGAIN),
             ReadOutcome::Interrupted => reply.error(Errno::EINTR),
         });
         let r = h.reader.as_ref().expect("filtered above");
-        r.read(read_limit(size), mode, req.pid(), deliver);
+        r.read(size as usize, mode, req.pid(), deliver);
     }
 
     fn write(
@@ -828,14 +824,6 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn full_requests_are_answered_one_byte_short() {
-        assert_eq!(read_limit(MAX_REQUEST), MAX_REQUEST as usize - 1);
-        assert_eq!(read_limit(MAX_REQUEST - 100), MAX_REQUEST as usize - 101);
-        assert_eq!(read_limit(128 * 1024), 128 * 1024);
-        assert_eq!(read_limit(1), 1);
-    }
 
     fn handle(append: bool) -> Handle {
         let ns = Namespace::new(crate::stream::Budgets {

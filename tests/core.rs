@@ -143,13 +143,13 @@ fn a_read_spans_several_queued_writes_and_resumes_mid_write() {
     w.write(&a, false).unwrap();
     w.write(&b, false).unwrap();
     w.write(&c, false).unwrap();
-    assert_eq!(read_now(&r, 3), ReadOutcome::Data(a[..3].to_vec()));
+    assert_eq!(read_now(&r, 3), ReadOutcome::Data(a[..3].to_vec().into()));
     assert_eq!(
         read_now(&r, 9),
-        ReadOutcome::Data(concat(&[&a[3..], &b, &c[..2]]))
+        ReadOutcome::Data(concat(&[&a[3..], &b, &c[..2]]).into())
     );
     assert_eq!(r.stats().queued_bytes, 3);
-    assert_eq!(read_now(&r, 100), ReadOutcome::Data(c[2..].to_vec()));
+    assert_eq!(read_now(&r, 100), ReadOutcome::Data(c[2..].to_vec().into()));
     assert_eq!(read_now(&r, 100), ReadOutcome::WouldBlock);
 }
 
@@ -312,7 +312,7 @@ fn late_joiner_gets_history_then_live_data_without_gap_or_duplicate() {
     // A partial read of the history, then live data arriving behind it.
     assert_eq!(
         read_now(&late, 40),
-        ReadOutcome::Data(concat(&[&writes[0], &writes[1][..7]]))
+        ReadOutcome::Data(concat(&[&writes[0], &writes[1][..7]]).into())
     );
     for d in &writes[3..] {
         w.write(d, false).unwrap();
@@ -731,7 +731,7 @@ fn a_read_with_data_queued_is_answered_at_once_even_in_wait_mode() {
     w.write(&d, false).unwrap();
     let (id, rx) = read_wait(&r, 100, 1);
     assert_eq!(id, None);
-    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(d));
+    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(d.into()));
 }
 
 #[test]
@@ -748,12 +748,15 @@ fn a_parked_read_is_completed_by_a_later_write() {
     assert_eq!((pr[0].reader, pr[0].read, pr[0].tag), (r.id(), id, 42));
     let d = pattern(1, 10);
     w.write(&d, false).unwrap();
-    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(d[..4].to_vec()));
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        ReadOutcome::Data(d[..4].to_vec().into())
+    );
     assert!(rx.try_recv().is_err());
     assert_eq!(parked.load(Ordering::SeqCst), 0);
     assert!(s.parked_reads().is_empty());
     // The rest stays queued.
-    assert_eq!(read_now(&r, 100), ReadOutcome::Data(d[4..].to_vec()));
+    assert_eq!(read_now(&r, 100), ReadOutcome::Data(d[4..].to_vec().into()));
     assert_eq!(r.stats().delivered_bytes, 10);
 }
 
@@ -768,13 +771,19 @@ fn parked_reads_are_completed_oldest_first_while_data_lasts() {
     assert_eq!(parked.load(Ordering::SeqCst), 3);
     let d = pattern(1, 5);
     w.write(&d, false).unwrap();
-    assert_eq!(rx1.try_recv().unwrap(), ReadOutcome::Data(d[..3].to_vec()));
-    assert_eq!(rx2.try_recv().unwrap(), ReadOutcome::Data(d[3..].to_vec()));
+    assert_eq!(
+        rx1.try_recv().unwrap(),
+        ReadOutcome::Data(d[..3].to_vec().into())
+    );
+    assert_eq!(
+        rx2.try_recv().unwrap(),
+        ReadOutcome::Data(d[3..].to_vec().into())
+    );
     assert!(rx3.try_recv().is_err(), "no data left for the third");
     assert_eq!(parked.load(Ordering::SeqCst), 1);
     let e = pattern(2, 2);
     w.write(&e, false).unwrap();
-    assert_eq!(rx3.try_recv().unwrap(), ReadOutcome::Data(e));
+    assert_eq!(rx3.try_recv().unwrap(), ReadOutcome::Data(e.into()));
     assert_eq!(parked.load(Ordering::SeqCst), 0);
 }
 
@@ -790,7 +799,7 @@ fn a_parked_read_is_answered_from_another_thread() {
     let t = std::thread::spawn(move || w.write(&d2, false).unwrap());
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        ReadOutcome::Data(d)
+        ReadOutcome::Data(d.into())
     );
     t.join().unwrap();
 }
@@ -810,7 +819,7 @@ fn cancel_read_delivers_interrupted_exactly_once() {
     let d = pattern(1, 5);
     w.write(&d, false).unwrap();
     assert!(rx.try_recv().is_err());
-    assert_eq!(read_now(&r, 10), ReadOutcome::Data(d));
+    assert_eq!(read_now(&r, 10), ReadOutcome::Data(d.into()));
 }
 
 #[test]
@@ -823,7 +832,7 @@ fn cancel_read_after_completion_does_nothing() {
     let d = pattern(1, 5);
     w.write(&d, false).unwrap();
     assert!(!s.cancel_read(r.id(), id));
-    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(d));
+    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(d.into()));
     assert!(rx.try_recv().is_err());
     assert_eq!(parked.load(Ordering::SeqCst), 0);
 }
@@ -853,7 +862,7 @@ fn cancel_read_picks_the_named_read_among_several() {
     assert!(rxa.try_recv().is_err());
     let d = pattern(1, 3);
     w.write(&d, false).unwrap();
-    assert_eq!(rxa.try_recv().unwrap(), ReadOutcome::Data(d));
+    assert_eq!(rxa.try_recv().unwrap(), ReadOutcome::Data(d.into()));
 }
 
 #[test]
@@ -1350,7 +1359,10 @@ fn read_answers_and_wakes_run_outside_the_stream_lock() {
             Readiness::Waiting
         );
         s.open_writer().write(b"abc", false).unwrap();
-        assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(b"abc".to_vec()));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            ReadOutcome::Data(b"abc".to_vec().into())
+        );
         woke.try_recv().unwrap();
     });
     finishes("answer by a cancel", || {
@@ -1500,12 +1512,12 @@ fn block_keeps_a_fitting_write_behind_a_blocked_one() {
     assert!(idb.is_some());
     assert!(idc.is_some(), "c would fit, but must not overtake b");
     assert_eq!(s.stats().blocked_writes, 2);
-    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(a));
+    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(a.into()));
     assert_eq!(rxb.try_recv().unwrap(), Ok(()));
     assert!(rxc.try_recv().is_err(), "164 + 65 > 200");
-    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(b));
+    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(b.into()));
     assert_eq!(rxc.try_recv().unwrap(), Ok(()));
-    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(c));
+    assert_eq!(read_now(&r, 1000), ReadOutcome::Data(c.into()));
 }
 
 #[test]
@@ -1605,7 +1617,7 @@ fn block_writer_write_waits_on_its_thread_until_there_is_room() {
         while s.stats().blocked_writes == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(read_now(&r, 1000), ReadOutcome::Data(a));
+        assert_eq!(read_now(&r, 1000), ReadOutcome::Data(a.into()));
         assert_eq!(t.join().unwrap(), Ok(()));
         assert_eq!(drain(&r, 1000).0, b);
     });
@@ -1685,7 +1697,7 @@ fn on_writer_close_keep_lets_readers_wait_for_a_next_writer() {
     assert!(id.is_some());
     let b = pattern(2, 10);
     s.open_writer().write(&b, false).unwrap();
-    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(b));
+    assert_eq!(rx.try_recv().unwrap(), ReadOutcome::Data(b.into()));
 }
 
 #[test]

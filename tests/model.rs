@@ -428,7 +428,7 @@ impl Harness {
                     while !r.is_empty() {
                         let Some(p) = r.parked.pop_front() else { break };
                         let out = r.take(self.reads[p].max);
-                        self.reads[p].expect = Some(ReadOutcome::Data(out));
+                        self.reads[p].expect = Some(ReadOutcome::Data(out.into()));
                     }
                     if let Some(p) = r.wake.take() {
                         self.polls[p].expect += 1;
@@ -695,7 +695,7 @@ impl Harness {
         );
         let rd = &mut self.readers[i];
         let expect = if !rd.is_empty() {
-            Some(ReadOutcome::Data(rd.take(max)))
+            Some(ReadOutcome::Data(rd.take(max).into()))
         } else if rd.ended {
             Some(ReadOutcome::Eof)
         } else if !wait {

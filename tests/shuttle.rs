@@ -53,7 +53,7 @@ fn drain(r: &Reader) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         match read_now(r, 1 << 20) {
-            ReadOutcome::Data(d) => out.extend(d),
+            ReadOutcome::Data(d) => out.extend_from_slice(&d),
             ReadOutcome::Eof => return out,
             other => panic!("unexpected {other:?} after the stream ended"),
         }
@@ -336,7 +336,7 @@ fn block_policy_delivers_everything_to_a_concurrent_reader() {
             let mut got = Vec::new();
             while got.len() < 8 {
                 match read_now(&r, 64) {
-                    ReadOutcome::Data(d) => got.extend(d),
+                    ReadOutcome::Data(d) => got.extend_from_slice(&d),
                     ReadOutcome::WouldBlock => thread::yield_now(),
                     other => panic!("{other:?}"),
                 }
