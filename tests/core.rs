@@ -154,6 +154,33 @@ fn a_read_spans_several_queued_writes_and_resumes_mid_write() {
 }
 
 #[test]
+fn readers_of_one_write_share_its_bytes_and_a_read_across_writes_gathers() {
+    let (s, _) = stream(1 << 20, 0);
+    let (r1, r2) = (s.open_reader("r1".into()), s.open_reader("r2".into()));
+    let w = s.open_writer();
+    let (a, b) = (pattern(1, 4096), pattern(2, 100));
+    w.write(&a, false).unwrap();
+    w.write(&b, false).unwrap();
+    let data = |o: ReadOutcome| match o {
+        ReadOutcome::Data(d) => d,
+        other => panic!("expected data, got {other:?}"),
+    };
+    // Reads that end within the first write return the one stored copy of it.
+    let (x1, x2) = (data(read_now(&r1, 1000)), data(read_now(&r2, 1000)));
+    assert_eq!(&*x1, &a[..1000]);
+    assert_eq!(
+        x1.as_ptr(),
+        x2.as_ptr(),
+        "both readers see the same bytes, not copies"
+    );
+    let (y1, y2) = (data(read_now(&r1, 5000)), data(read_now(&r2, 5000)));
+    // Spanning the rest of `a` and all of `b`: gathered, one buffer per read.
+    assert_eq!(&*y1, concat(&[&a[1000..], &b]).as_slice());
+    assert_eq!(y1, y2);
+    assert_ne!(y1.as_ptr(), y2.as_ptr());
+}
+
+#[test]
 fn every_reader_receives_every_write_fanout() {
     let (s, _) = stream(1 << 20, 0);
     let readers: Vec<Reader> = (0..5).map(|i| s.open_reader(format!("r{i}"))).collect();

@@ -466,6 +466,39 @@ fn large_reads_return_what_is_queued_without_stalling() {
 }
 
 #[test]
+fn a_waiting_read_larger_than_a_request_returns_one_whole_write_at_once() {
+    let m = Mount::new(&[]);
+    let s = m.file("whole");
+    std::fs::write(&s, b"").unwrap();
+    // One 2 MiB read(): the kernel asks for 1 MiB first, and for the second MiB only if the
+    // first came back full. That second request must not wait for another write.
+    let mut reader = Proc::sh(&format!(
+        "exec dd if='{}' bs=2M count=1 status=none",
+        s.display()
+    ));
+    wait_parked(&s, reader.child.id());
+    // dd writes from a page-aligned buffer: an unaligned 1 MiB buffer spans 257 pages and
+    // the kernel would split the write itself.
+    let src = tempfile::NamedTempFile::new().unwrap();
+    let write = pattern_bytes(1 << 20);
+    std::fs::write(src.path(), &write).unwrap();
+    let (code, _, err) = sh(&format!(
+        "dd if='{}' of='{}' bs=1M count=1 status=none",
+        src.path().display(),
+        s.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    let got = reader.read_to_eof(HANG).to_vec();
+    assert_eq!(
+        got.len(),
+        1 << 20,
+        "the whole write, in the one read() dd made"
+    );
+    assert!(got == write);
+    assert!(reader.wait(HANG).success());
+}
+
+#[test]
 fn streams_are_not_seekable_and_rdwr_reads_do_not_block_writes() {
     let m = Mount::new(&[]);
     let s = m.file("duplex");
@@ -589,4 +622,9 @@ for i in range(6):
     assert!(check(fast.read_to_eof(HANG)) >= 1);
     let got = check(slow.read_to_eof(HANG));
     assert!(got < 12, "the stopped reader dropped nothing");
+}
+
+/// `n` bytes that are not all alike, so a misplaced piece shows.
+fn pattern_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
 }
