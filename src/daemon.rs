@@ -92,8 +92,28 @@ pub fn kernel_problems(sysctl: impl Fn(&str) -> Option<u64>) -> Vec<String> {
     problems
 }
 
+/// A problem with the kernel release (`uname -r`): before Linux 5.2 there is no FOPEN_STREAM,
+/// so reads and writes carry the file position, and the adapter, which tells the requests of
+/// one large `read()` or `write()` apart by their offsets, would take every request for the
+/// continuation of an earlier one.
+pub fn kernel_release_problem(release: &str) -> Option<String> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (5, 2)).then(|| {
+        format!(
+            "kernel {release} predates FOPEN_STREAM (Linux 5.2): readers would see end of file \
+             whenever nothing is queued; use Linux 5.2 or later"
+        )
+    })
+}
+
 /// Reports kernel settings that break streams, at start-up.
 fn check_kernel() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if let Some(p) = kernel_release_problem(release.trim()) {
+        error!("{p}");
+    }
     let sysctl = |name: &str| -> Option<u64> {
         std::fs::read_to_string(format!("/proc/sys/fs/fuse/{name}"))
             .ok()?
@@ -457,6 +477,19 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("default_request_timeout is 60s"), "{p:?}");
         assert!(kernel_problems(|_| None).is_empty());
+    }
+
+    #[test]
+    fn kernels_before_fopen_stream_are_named() {
+        assert!(
+            kernel_release_problem("4.19.0-27-amd64")
+                .unwrap()
+                .contains("4.19.0-27-amd64")
+        );
+        assert!(kernel_release_problem("5.1.21").is_some());
+        assert_eq!(kernel_release_problem("5.2.0"), None);
+        assert_eq!(kernel_release_problem("6.18.44-fc-v657"), None);
+        assert_eq!(kernel_release_problem(""), None, "unknown: no claim");
     }
 
     #[test]
