@@ -832,8 +832,11 @@ impl Stream {
 
     /// Appends one write, or parks it under policy `Block` (see [`Writer::submit`]).
     fn submit(&self, data: &[u8], continues: bool, tag: u32, done: WriteDone) -> Option<u64> {
+        // The copy is made before the lock is taken: a 1 MiB copy under it would hold up the
+        // stream's readers on the other session threads.
+        let chunk: Option<Chunk> = (!data.is_empty()).then(|| Arc::from(data));
         self.with_state(move |st, deferred| {
-            if st.removed || data.is_empty() {
+            let Some(chunk) = chunk.filter(|_| !st.removed) else {
                 let result = if st.removed {
                     Err(StreamError::Removed)
                 } else {
@@ -841,8 +844,7 @@ impl Stream {
                 };
                 deferred.dones.push((done, result));
                 return (None, 0);
-            }
-            let chunk: Chunk = Arc::from(data);
+            };
             let block = st.policy.slow_reader == SlowReader::Block;
             if block && (!st.blocked.is_empty() || !st.all_fit(chunk_cost(chunk.len()), continues))
             {
