@@ -329,3 +329,41 @@ fn per_stream_overrides_by_setfattr_are_validated() {
     ));
     assert_eq!((code, out.as_str()), (0, "block"));
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn memory_of_removed_streams_is_given_back() {
+    let m = Mount::new(&["-o", "channel_buffer_size=16M,ring_buffer_size=16M"]);
+    let pid = m.daemon_pid();
+    let idle = rss_bytes(pid);
+    let s = m.file("big");
+    std::fs::write(&s, b"").unwrap();
+    // A reader that never reads keeps 16 MiB queued; the ring holds 16 MiB more.
+    let stuck = Proc::sh(&format!("exec 3<'{}'; kill -STOP $$", s.display()));
+    wait_readers(&s, 1);
+    let (code, _, err) = sh(&format!(
+        "dd if=/dev/zero of='{}' bs=1M count=48 status=none",
+        s.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    let loaded = rss_bytes(pid);
+    assert!(loaded > idle + (24 << 20), "idle {idle}, loaded {loaded}");
+    kill(stuck.child.id(), libc::SIGKILL);
+    std::fs::remove_file(&s).unwrap();
+    // The allocator's periodic trim (every 5 s) hands the freed chunks back.
+    wait_for(
+        "the daemon's RSS to come back near its idle size",
+        Duration::from_secs(15),
+        || rss_bytes(pid) < idle + (6 << 20),
+    );
+}
