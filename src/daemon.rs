@@ -490,7 +490,7 @@ mod tests {
         );
         assert!(kernel_release_problem("5.1.21").is_some());
         assert_eq!(kernel_release_problem("5.2.0"), None);
-        assert_eq!(kernel_release_problem("6.18.44-fc-v657"), None);
+        assert_eq!(kernel_release_problem("6.12.48+deb13-amd64"), None);
         assert_eq!(kernel_release_problem(""), None, "unknown: no claim");
     }
 
