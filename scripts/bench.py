@@ -896,6 +896,16 @@ def wait_ready(readers):
             raise RuntimeError("a latency reader did not start")
 
 
+def lat_finish(readers, files, n, count):
+    """Waits for the readers (the writer has sent its last message) and collects their logs."""
+    res = wait_procs(readers, 60, "the latency readers")
+    if any(rc != 0 for _, rc, _ in res):
+        raise RuntimeError("a latency reader failed")
+    for p in readers:
+        p.stdout.close()
+    return lat_collect(files, n, count)
+
+
 def lat_streamfs(n, count, warmup, cpu=None):
     m = Mount("lat", "channel_buffer_size=6M,ring_buffer_size=6M", cpu)
     try:
@@ -908,12 +918,7 @@ def lat_streamfs(n, count, warmup, cpu=None):
         if reap(w, count / 1000 * 3 + 60) != 0:
             raise RuntimeError("latency writer failed")
         os.unlink(s)
-        res = wait_procs(readers, 60, "the latency readers")
-        if any(rc != 0 for _, rc, _ in res):
-            raise RuntimeError("a latency reader failed")
-        for p in readers:
-            p.stdout.close()
-        return lat_collect(files, n, count)
+        return lat_finish(readers, files, n, count)
     finally:
         m.close()
 
@@ -933,12 +938,7 @@ def lat_pipe(n, count, warmup, cpu=None):
             os.close(fd)
         if reap(w, count / 1000 * 3 + 60) != 0:
             raise RuntimeError("latency writer failed")
-        res = wait_procs(readers, 60, "the latency readers")
-        if any(rc != 0 for _, rc, _ in res):
-            raise RuntimeError("a latency reader failed")
-        for p in readers:
-            p.stdout.close()
-        return lat_collect(files, n, count)
+        return lat_finish(readers, files, n, count)
     finally:
         kill_all()
 
