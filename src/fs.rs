@@ -56,7 +56,7 @@ struct Handle {
     /// Opened with O_APPEND: the kernel then gives each write() the stream's size as its
     /// offset, so offsets alone do not tell a new write() from the rest of one.
     append: bool,
-    /// The previous write request on this handle filled a whole request...
+    /// With O_APPEND: the previous write request on this handle filled a whole request...
     last_write_full: AtomicBool,
     /// ...and where it ended (its offset plus its length).
     next_offset: AtomicU64,
@@ -75,14 +75,14 @@ impl Handle {
     /// this is exact except with O_APPEND, where a piece is recognised by following a full
     /// request at the offset where it ended.
     fn continues(&self, offset: u64, len: usize) -> bool {
+        if !self.append {
+            return offset != 0;
+        }
         let full = len as u32 > MAX_REQUEST - PAGE_SIZE;
         let was_full = self.last_write_full.swap(full, Ordering::Relaxed);
         let expected = self
             .next_offset
             .swap(offset + len as u64, Ordering::Relaxed);
-        if !self.append {
-            return offset != 0;
-        }
         let continues =
             was_full && offset == expected && self.chain.load(Ordering::Relaxed) < MAX_APPEND_CHAIN;
         if continues {

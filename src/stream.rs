@@ -629,7 +629,8 @@ impl State {
         let policy = self.policy.slow_reader;
         let mut dropped = 0u64;
         let mut unparked = 0;
-        let instant = Instant::now();
+        // Read only when a drop is to be reported on: most writes drop nothing.
+        let mut instant = None;
         for r in self.readers.iter_mut().filter(|r| !r.ended) {
             if continues && r.last != Last::Took {
                 // The rest of a write this reader does not have: skipped whole, counted as
@@ -678,6 +679,7 @@ impl State {
                 continue;
             }
             r.unreported_drops += 1;
+            let instant = *instant.get_or_insert_with(Instant::now);
             let due = r
                 .last_drop_report
                 .is_none_or(|t| instant.duration_since(t) >= DROP_REPORT_INTERVAL);
