@@ -978,8 +978,14 @@ impl Stream {
 
     /// Changes the budgets; the ring is trimmed at once, queues keep what they hold.
     pub fn set_budgets(&self, budgets: Budgets) {
+        self.update_budgets(|b| *b = budgets)
+    }
+
+    /// Changes the budgets with `f` under the stream's lock, so that concurrent changes of
+    /// different budgets all hold; otherwise as [`Stream::set_budgets`].
+    pub fn update_budgets(&self, f: impl FnOnce(&mut Budgets)) {
         self.with_state(|st, deferred| {
-            st.budgets = budgets;
+            f(&mut st.budgets);
             st.trim_ring();
             ((), st.release_blocked(deferred))
         })
@@ -987,8 +993,14 @@ impl Stream {
 
     /// Changes the policies; writes blocked under `Block` are released when it is left.
     pub fn set_policy(&self, policy: Policy) {
+        self.update_policy(|p| *p = policy)
+    }
+
+    /// Changes the policies with `f` under the stream's lock; otherwise as
+    /// [`Stream::set_policy`].
+    pub fn update_policy(&self, f: impl FnOnce(&mut Policy)) {
         self.with_state(|st, deferred| {
-            st.policy = policy;
+            f(&mut st.policy);
             ((), st.release_blocked(deferred))
         })
     }

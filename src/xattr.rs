@@ -8,7 +8,7 @@ use crate::namespace::Namespace;
 use crate::options::{
     OptionError, parse_channel_size, parse_on_writer_close, parse_ring_size, parse_slow_reader,
 };
-use crate::stream::{OnWriterClose, Policy, SlowReader, Stream};
+use crate::stream::{OnWriterClose, SlowReader, Stream};
 
 /// Prefix of every attribute streamfs answers.
 pub const PREFIX: &str = "user.streamfs.";
@@ -126,18 +126,24 @@ pub enum SetError {
 /// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
 /// validated like the mount options.
 pub fn apply_setting(stream: &Stream, name: &[u8], value: &str) -> Result<(), SetError> {
-    let s = stream.stats();
-    let (mut budgets, mut policy): (_, Policy) = (s.budgets, s.policy);
+    // Each setting changes its own field under the stream's lock: two setfattr at once,
+    // of different settings, both take effect.
     match name {
         b"channel_buffer_size" => {
-            budgets.channel = parse_channel_size(value).map_err(SetError::Invalid)?
+            let v = parse_channel_size(value).map_err(SetError::Invalid)?;
+            stream.update_budgets(|b| b.channel = v);
         }
-        b"ring_buffer_size" => budgets.ring = parse_ring_size(value).map_err(SetError::Invalid)?,
+        b"ring_buffer_size" => {
+            let v = parse_ring_size(value).map_err(SetError::Invalid)?;
+            stream.update_budgets(|b| b.ring = v);
+        }
         b"slow_reader" => {
-            policy.slow_reader = parse_slow_reader(value).map_err(SetError::Invalid)?
+            let v = parse_slow_reader(value).map_err(SetError::Invalid)?;
+            stream.update_policy(|p| p.slow_reader = v);
         }
         b"on_writer_close" => {
-            policy.on_writer_close = parse_on_writer_close(value).map_err(SetError::Invalid)?
+            let v = parse_on_writer_close(value).map_err(SetError::Invalid)?;
+            stream.update_policy(|p| p.on_writer_close = v);
         }
         _ if stream_attrs(stream)
             .iter()
@@ -147,7 +153,5 @@ pub fn apply_setting(stream: &Stream, name: &[u8], value: &str) -> Result<(), Se
         }
         _ => return Err(SetError::Unknown),
     }
-    stream.set_budgets(budgets);
-    stream.set_policy(policy);
     Ok(())
 }
