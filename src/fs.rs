@@ -236,10 +236,13 @@ impl StreamFs {
     }
 }
 
-/// "pid 42 (cat)": who made a request, for log lines. The pid is the requesting thread.
+/// "pid 42 (cat)": who made a request, for log lines and `reader_list`. The pid is the
+/// requesting thread. The command name is chosen by the process (`prctl`, `exec -a`), so it
+/// is escaped: the label never holds a control character.
 pub fn requester_label(pid: u32) -> String {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    format!("pid {pid} ({})", comm.trim())
+    let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+    format!("pid {pid} ({})", crate::escape::escape_bytes(comm))
 }
 
 fn is_regular(mode: u32) -> bool {

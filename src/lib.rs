@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod escape;
 pub mod fs;
 pub mod mount;
 pub mod namespace;

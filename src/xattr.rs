@@ -16,9 +16,10 @@ pub const PREFIX: &str = "user.streamfs.";
 /// A stream's attributes, in a stable order.
 pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
     let s = stream.stats();
-    let mut lines = String::new();
+    let mut lines = Vec::new();
     for (label, r) in stream.reader_stats() {
-        lines.push_str(&format!(
+        lines.push(format!(
+            // Labels are escaped when made (see `fs::requester_label`): one line each.
             "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={}{}\n",
             r.live_cost,
             s.budgets.channel,
@@ -34,6 +35,7 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
             }
         ));
     }
+    let pages = reader_pages(&lines);
     [
         ("bytes_written", s.written_bytes.to_string()),
         ("writes", s.writes.to_string()),
@@ -55,11 +57,40 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
         ),
         ("write_rate", s.write_rate.to_string()),
         ("blocked_writes", s.blocked_writes.to_string()),
-        ("reader_list", lines),
+        ("reader_pages", pages.len().max(1).to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{PREFIX}{k}"), v))
+    .chain(pages_attrs(pages))
     .collect()
+}
+
+/// Most bytes of one `reader_list` page: the kernel refuses attribute values above 64 KiB.
+pub const READER_PAGE_BYTES: usize = 60 << 10;
+
+/// Whole reader lines grouped into pages of at most [`READER_PAGE_BYTES`].
+fn reader_pages(lines: &[String]) -> Vec<String> {
+    let mut pages = vec![String::new()];
+    for l in lines {
+        let page = pages.last_mut().expect("never empty");
+        if !page.is_empty() && page.len() + l.len() > READER_PAGE_BYTES {
+            pages.push(String::new());
+        }
+        pages.last_mut().expect("never empty").push_str(l);
+    }
+    pages
+}
+
+/// `reader_list` (the first page), then `reader_list.1`, `reader_list.2`, ...
+fn pages_attrs(pages: Vec<String>) -> impl Iterator<Item = (String, String)> {
+    pages.into_iter().enumerate().map(|(i, p)| {
+        let name = if i == 0 {
+            format!("{PREFIX}reader_list")
+        } else {
+            format!("{PREFIX}reader_list.{i}")
+        };
+        (name, p)
+    })
 }
 
 /// The root's attributes: totals over live streams, and the daemon's pid (used by
