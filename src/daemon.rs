@@ -126,6 +126,32 @@ fn check_kernel() {
     }
 }
 
+/// Budgets that cannot hold: larger than the machine's memory or than `max_memory`.
+pub fn budget_warnings(m: &MountSettings, machine: Option<u64>) -> Vec<String> {
+    use crate::size::HumanSize;
+    let max = m.limits.max_memory;
+    let mut out = Vec::new();
+    for (name, v) in [
+        ("channel_buffer_size", m.budgets.channel),
+        ("ring_buffer_size", m.budgets.ring),
+    ] {
+        if let Some(mem) = machine.filter(|mem| v > *mem) {
+            out.push(format!(
+                "{name}={} is more than this machine's memory ({}): it cannot be filled",
+                HumanSize(v),
+                HumanSize(mem)
+            ));
+        } else if v > max {
+            out.push(format!(
+                "{name}={} is more than max_memory={}: the memory limit will shed before the budget is reached",
+                HumanSize(v),
+                HumanSize(max)
+            ));
+        }
+    }
+    out
+}
+
 /// The session's configuration; the mount itself is made by `mount.rs`.
 fn session_config(m: &MountSettings) -> Config {
     let k = &m.kernel;
@@ -364,20 +390,25 @@ fn tune_allocator() -> io::Result<()> {
 }
 
 /// Mounts and serves until unmounted or signalled.
-pub fn run(s: DaemonSettings) -> Result<(), StartError> {
+pub fn run(mut s: DaemonSettings) -> Result<(), StartError> {
+    let implied = s.mount.implied();
     let report = if s.foreground {
         None
     } else {
         Some(daemonize()?)
     };
-    let result = serve(&s, report);
+    let result = serve(&s, report, implied);
     if let Err(e) = &result {
         error!("{e}");
     }
     result
 }
 
-fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), StartError> {
+fn serve(
+    s: &DaemonSettings,
+    mut report: Option<std::fs::File>,
+    implied: Option<&str>,
+) -> Result<(), StartError> {
     let fail = |report: &mut Option<std::fs::File>, e: StartError| {
         if let Some(r) = report {
             let _ = writeln!(r, "{e}");
@@ -388,6 +419,9 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
         return Err(fail(&mut report, e));
     }
     check_kernel();
+    if let Some(msg) = implied {
+        info!("{msg}");
+    }
     let set = shutdown_signals();
     // SAFETY: blocks the shutdown signals in this thread (inherited by every thread started
     // from now on) so that only the sigwait thread takes them.
@@ -397,8 +431,21 @@ fn serve(s: &DaemonSettings, mut report: Option<std::fs::File>) -> Result<(), St
         return Err(fail(&mut report, StartError::Other(format!("thread: {e}"))));
     }
 
-    let ns = Arc::new(Namespace::with_policy(s.mount.budgets, s.mount.policy));
-    let fs = StreamFs::new(ns.clone(), s.mount.clone());
+    for w in budget_warnings(&s.mount, crate::options::machine_memory()) {
+        warn!("{w}");
+    }
+    let l = &s.mount.limits;
+    let ns = Arc::new(Namespace::with_limits(
+        s.mount.budgets,
+        s.mount.policy,
+        crate::namespace::Limits {
+            max_memory: l.max_memory,
+            max_streams: l.max_streams,
+            max_readers: l.max_readers,
+        },
+    ));
+    let fs = StreamFs::new(ns.clone(), s.mount.clone())
+        .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
     let mp = s.mountpoint.display().to_string();
     let config = session_config(&s.mount);
     let acl = config.acl;
@@ -492,6 +539,23 @@ mod tests {
         assert_eq!(kernel_release_problem("5.2.0"), None);
         assert_eq!(kernel_release_problem("6.12.48+deb13-amd64"), None);
         assert_eq!(kernel_release_problem(""), None, "unknown: no claim");
+    }
+
+    #[test]
+    fn budgets_larger_than_memory_are_warned_of() {
+        let mut m = MountSettings::default();
+        m.limits.max_memory = 1 << 30;
+        assert!(budget_warnings(&m, Some(8 << 30)).is_empty());
+        m.budgets.channel = 100 << 30;
+        let w = budget_warnings(&m, Some(8 << 30));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("channel_buffer_size=100 GiB") && w[0].contains("machine's memory"),
+            "{w:?}"
+        );
+        m.budgets.channel = 2 << 30;
+        let w = budget_warnings(&m, Some(8 << 30));
+        assert!(w[0].contains("max_memory=1 GiB"), "{w:?}");
     }
 
     #[test]

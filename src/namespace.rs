@@ -8,8 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::memory::Pool;
 use crate::stream::{Budgets, Meta, Policy, Stream, StreamError};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// The first stream id; 1 is the root directory's inode number in FUSE.
 pub const FIRST_STREAM_ID: u64 = 2;
@@ -30,8 +31,29 @@ pub struct Namespace {
     defaults: Budgets,
     policy: Policy,
     next_id: AtomicU64,
-    /// Parked reads and blocked writes across all streams (see `Stream`).
-    parked_total: Arc<AtomicUsize>,
+    /// The memory, readers and parked operations of every stream of the namespace.
+    pool: Arc<Pool>,
+    /// Most streams at once.
+    max_streams: usize,
+}
+
+/// What a namespace may hold at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of stream data and bookkeeping (see `memory.rs`).
+    pub max_memory: u64,
+    pub max_streams: usize,
+    /// Readers across all streams.
+    pub max_readers: usize,
+}
+
+impl Limits {
+    /// No limits, for tests and tools.
+    pub const NONE: Limits = Limits {
+        max_memory: u64::MAX,
+        max_streams: usize::MAX,
+        max_readers: usize::MAX,
+    };
 }
 
 impl Namespace {
@@ -40,6 +62,10 @@ impl Namespace {
     }
 
     pub fn with_policy(defaults: Budgets, policy: Policy) -> Namespace {
+        Namespace::with_limits(defaults, policy, Limits::NONE)
+    }
+
+    pub fn with_limits(defaults: Budgets, policy: Policy, limits: Limits) -> Namespace {
         Namespace {
             policy,
             inner: Mutex::new(Inner {
@@ -49,8 +75,18 @@ impl Namespace {
             }),
             defaults,
             next_id: AtomicU64::new(FIRST_STREAM_ID),
-            parked_total: Arc::new(AtomicUsize::new(0)),
+            pool: Pool::new(limits.max_memory, limits.max_readers),
+            max_streams: limits.max_streams,
         }
+    }
+
+    /// The namespace's memory pool (limit, bytes in use, readers).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub fn max_streams(&self) -> usize {
+        self.max_streams
     }
 
     pub fn defaults(&self) -> Budgets {
@@ -62,8 +98,15 @@ impl Namespace {
     }
 
     /// Returns the stream named `name`, creating it with `meta` when there is none. The flag
-    /// says whether it was created. Fails with `Removed` after shutdown.
+    /// says whether it was created. Fails with `Removed` after shutdown, and with
+    /// `TooManyStreams` when `max_streams` exist.
     pub fn create(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
+        // Room for one more stream's state, made (by shedding) before any lock is taken;
+        // the stream charges it itself once made.
+        let room = self.pool.reserve(crate::memory::STREAM_COST);
+        if room.is_ok() {
+            self.pool.refund(crate::memory::STREAM_COST);
+        }
         let mut inner = self.inner.lock();
         if inner.closed {
             return Err(StreamError::Removed);
@@ -71,9 +114,12 @@ impl Namespace {
         if let Some(id) = inner.by_name.get(name) {
             return Ok((inner.by_id[id].1.clone(), false));
         }
+        if inner.by_id.len() >= self.max_streams {
+            return Err(StreamError::TooManyStreams);
+        }
+        room?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stream = Stream::new(id, self.defaults, meta, self.parked_total.clone());
-        stream.set_policy(self.policy);
+        let stream = Stream::with_policy(id, self.defaults, self.policy, meta, self.pool.clone());
         inner.by_name.insert(name.to_vec(), id);
         inner.by_id.insert(id, (name.to_vec(), stream.clone()));
         Ok((stream, true))
@@ -83,6 +129,11 @@ impl Namespace {
         let inner = self.inner.lock();
         let id = inner.by_name.get(name)?;
         Some(inner.by_id[id].1.clone())
+    }
+
+    /// The name of the live stream with this id.
+    pub fn name(&self, id: u64) -> Option<Vec<u8>> {
+        self.inner.lock().by_id.get(&id).map(|(n, _)| n.clone())
     }
 
     /// The live stream with this id (not a removed one).
@@ -148,7 +199,16 @@ impl Namespace {
 
     /// Parked reads and blocked writes across all streams now.
     pub fn parked_total(&self) -> usize {
-        self.parked_total.load(Ordering::Relaxed)
+        self.pool.parked_total()
+    }
+
+    /// Live streams now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Ends every stream (readers get EOF after their queue, writers EPIPE) and refuses new

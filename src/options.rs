@@ -14,6 +14,44 @@ pub const DEFAULT_CHANNEL_BUFFER_SIZE: u64 = 6 << 20;
 /// Default per-stream ring budget (as the original: 6MB).
 pub const DEFAULT_RING_BUFFER_SIZE: u64 = 6 << 20;
 
+/// Default `max_streams`: generous, but a bound on what any user can make.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Default `max_readers` across a mount.
+pub const DEFAULT_MAX_READERS: usize = 100_000;
+
+/// The default `max_memory`: a quarter of the machine's memory (from /proc/meminfo), or
+/// 1 GiB when it cannot be read.
+pub fn default_max_memory() -> u64 {
+    machine_memory().map_or(1 << 30, |m| m / 4)
+}
+
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo).
+pub fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// What a mount lets its users ask for at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of stream data and bookkeeping the whole daemon may hold.
+    pub max_memory: u64,
+    pub max_streams: usize,
+    pub max_readers: usize,
+    /// The largest ring and channel budgets a user other than root and the mount's owner
+    /// may set on a stream (`None`: the mount's own budgets).
+    pub max_ring_buffer_size: Option<u64>,
+    pub max_channel_buffer_size: Option<u64>,
+}
+
 /// A rejected option: names the option and the value and says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionError {
@@ -69,6 +107,7 @@ pub struct MountSettings {
     pub umask: Option<u32>,
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
+    pub limits: Limits,
 }
 
 impl Default for MountSettings {
@@ -84,7 +123,60 @@ impl Default for MountSettings {
             gid: None,
             umask: None,
             fsname: "streamfs".to_string(),
+            limits: Limits {
+                max_memory: default_max_memory(),
+                max_streams: DEFAULT_MAX_STREAMS,
+                max_readers: DEFAULT_MAX_READERS,
+                max_ring_buffer_size: None,
+                max_channel_buffer_size: None,
+            },
         }
+    }
+}
+
+impl MountSettings {
+    /// The largest (ring, channel) budgets a user may set on a stream: root and the
+    /// mount's owner up to `max_memory`, others up to `max_ring_buffer_size` and
+    /// `max_channel_buffer_size` (default: the mount's own budgets).
+    pub fn setting_limits(&self, privileged: bool) -> (u64, u64) {
+        let l = &self.limits;
+        if privileged {
+            (l.max_memory, l.max_memory)
+        } else {
+            (
+                l.max_ring_buffer_size.unwrap_or(self.budgets.ring),
+                l.max_channel_buffer_size.unwrap_or(self.budgets.channel),
+            )
+        }
+    }
+
+    /// Settings that the options imply: `allow_other` lets other users in, so the kernel
+    /// must check file modes (`default_permissions`), or nothing would keep one user from
+    /// another's streams. Returns what was implied, for a log line.
+    pub fn implied(&mut self) -> Option<&'static str> {
+        let k = &mut self.kernel;
+        (k.allow_other && !k.default_permissions).then(|| {
+            k.default_permissions = true;
+            "allow_other implies default_permissions: the kernel checks every stream's mode"
+        })
+    }
+}
+
+/// Parses a count limit (`max_streams`, `max_readers`): a whole number above 0.
+fn parse_count(name: &str, value: &str) -> Result<usize, OptionError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(err(name, value, "expected a whole number above 0")),
+    }
+}
+
+/// Parses `max_memory`: a size of at least 16 MiB (less could not hold one default ring).
+pub fn parse_max_memory(value: &str) -> Result<u64, OptionError> {
+    const NAME: &str = "max_memory";
+    match parse_size(value) {
+        Ok(n) if n < 16 << 20 => Err(err(NAME, value, "must be at least 16MB")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(size_err(NAME, value, e)),
     }
 }
 
@@ -218,6 +310,17 @@ impl MountSettings {
             ("gid", Some(v)) => self.gid = Some(parse_id("gid", v)?),
             ("umask", Some(v)) => self.umask = Some(parse_umask(v)?),
             ("fsname", Some(v)) => self.fsname = v.to_string(),
+            ("max_memory", Some(v)) => self.limits.max_memory = parse_max_memory(v)?,
+            ("max_streams", Some(v)) => self.limits.max_streams = parse_count(key, v)?,
+            ("max_readers", Some(v)) => self.limits.max_readers = parse_count(key, v)?,
+            ("max_ring_buffer_size", Some(v)) => {
+                self.limits.max_ring_buffer_size =
+                    Some(parse_size(v).map_err(|e| size_err(key, v, e))?)
+            }
+            ("max_channel_buffer_size", Some(v)) => {
+                self.limits.max_channel_buffer_size =
+                    Some(parse_size(v).map_err(|e| size_err(key, v, e))?)
+            }
             ("allow_other", None) => k.allow_other = true,
             ("allow_root", None) => k.allow_root = true,
             ("default_permissions", None) => k.default_permissions = true,
@@ -234,7 +337,12 @@ impl MountSettings {
                 | "uid"
                 | "gid"
                 | "umask"
-                | "fsname",
+                | "fsname"
+                | "max_memory"
+                | "max_streams"
+                | "max_readers"
+                | "max_ring_buffer_size"
+                | "max_channel_buffer_size",
                 None,
             ) => {
                 return Err(err(
@@ -331,6 +439,34 @@ mod tests {
             "invalid slow_reader 'wait': expected drop, block or disconnect"
         );
         assert!(apply("on_writer_close=close").is_err());
+    }
+
+    #[test]
+    fn limits() {
+        let m =
+            apply("max_memory=1GB,max_streams=5,max_readers=7,max_ring_buffer_size=1MB").unwrap();
+        assert_eq!(m.limits.max_memory, 1 << 30);
+        assert_eq!((m.limits.max_streams, m.limits.max_readers), (5, 7));
+        assert_eq!(m.setting_limits(false), (1 << 20, m.budgets.channel));
+        assert_eq!(m.setting_limits(true), (1 << 30, 1 << 30));
+        assert!(
+            apply("max_memory=1MB")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16MB")
+        );
+        assert!(apply("max_streams=0").is_err());
+        assert!(apply("max_readers=many").is_err());
+        assert!(MountSettings::default().limits.max_memory > 0);
+    }
+
+    #[test]
+    fn allow_other_implies_default_permissions() {
+        let mut m = apply("allow_other").unwrap();
+        assert!(m.implied().is_some());
+        assert!(m.kernel.default_permissions);
+        assert!(m.implied().is_none(), "said once");
+        assert!(apply("ro").unwrap().implied().is_none());
     }
 
     #[test]

@@ -30,7 +30,6 @@ fn unit_multiplier(unit: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
         _ => return None,
     };
     Some(1u64 << shift)
@@ -74,7 +73,7 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     let mut bytes = whole.checked_mul(mult).ok_or(SizeError::Overflow)?;
     if !frac.is_empty() {
         // Exact decimal arithmetic: frac / 10^digits * mult, in u128, rounded down. Digits
-        // beyond 18 cannot change the result for multipliers up to 2^40.
+        // beyond 18 cannot change the result for multipliers up to 2^30.
         let digits = &frac[..frac.len().min(18)];
         let f: u128 = digits.parse().map_err(|_| SizeError::Malformed)?;
         let scale = 10u128.pow(digits.len() as u32);

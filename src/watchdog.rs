@@ -34,6 +34,22 @@ pub enum Pending {
     Process { single_thread: bool },
 }
 
+/// The bit of signal `n` in a /proc signal mask.
+const fn bit(n: i32) -> u64 {
+    1 << (n - 1)
+}
+
+/// Signals whose default action is to stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), to
+/// continue (SIGCONT) or nothing (SIGCHLD, SIGURG, SIGWINCH).
+const HARMLESS_BY_DEFAULT: u64 = bit(libc::SIGSTOP)
+    | bit(libc::SIGTSTP)
+    | bit(libc::SIGTTIN)
+    | bit(libc::SIGTTOU)
+    | bit(libc::SIGCONT)
+    | bit(libc::SIGCHLD)
+    | bit(libc::SIGURG)
+    | bit(libc::SIGWINCH);
+
 fn hex_field(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     u64::from_str_radix(line[key.len()..].trim(), 16).ok()
@@ -45,12 +61,17 @@ pub fn pending_from_status(status: &str) -> Option<Pending> {
     let shared = hex_field(status, "ShdPnd:")?;
     let blocked = hex_field(status, "SigBlk:")?;
     let ignored = hex_field(status, "SigIgn:")?;
+    let caught = hex_field(status, "SigCgt:").unwrap_or(0);
     let threads: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(1);
-    let deliverable = !blocked & !ignored;
+    // A signal whose default action is to stop, continue or do nothing, and which the
+    // program does not catch, would not end a read on a pipe: the read goes on waiting
+    // (a stop takes effect when it returns).
+    let harmless = HARMLESS_BY_DEFAULT & !caught;
+    let deliverable = !blocked & !ignored & !harmless;
     Some(if thread & deliverable != 0 {
         Pending::Thread
     } else if shared & deliverable != 0 {
@@ -122,9 +143,35 @@ mod tests {
     use super::*;
 
     fn status(pnd: &str, shd: &str, blk: &str, ign: &str, threads: u32) -> String {
+        status_caught(pnd, shd, blk, ign, "0", threads)
+    }
+
+    fn status_caught(
+        pnd: &str,
+        shd: &str,
+        blk: &str,
+        ign: &str,
+        cgt: &str,
+        threads: u32,
+    ) -> String {
         format!(
-            "Name:\tcat\nThreads:\t{threads}\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t{ign}\nSigCgt:\t0\n"
+            "Name:\tcat\nThreads:\t{threads}\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\nSigBlk:\t{blk}\nSigIgn:\t{ign}\nSigCgt:\t{cgt}\n"
         )
+    }
+
+    #[test]
+    fn stop_continue_and_ignored_by_default_do_not_end_a_read() {
+        // SIGSTOP (bit 18), SIGTSTP (19), SIGCONT (17), SIGCHLD (16), SIGWINCH (27).
+        for shd in ["40000", "80000", "20000", "10000", "8000000"] {
+            let s = status("0", shd, "0", "0", 1);
+            assert_eq!(pending_from_status(&s), Some(Pending::None), "ShdPnd {shd}");
+        }
+        // Caught, they interrupt as any handled signal does (the handler runs, read gets EINTR).
+        let s = status_caught("0", "80000", "0", "0", "80000", 1);
+        assert_ne!(pending_from_status(&s), Some(Pending::None));
+        // SIGKILL with a stop pending still ends it.
+        let s = status("100", "40000", "0", "0", 1);
+        assert_eq!(pending_from_status(&s), Some(Pending::Thread));
     }
 
     #[test]

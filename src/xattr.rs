@@ -58,6 +58,7 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
         ("write_rate", s.write_rate.to_string()),
         ("blocked_writes", s.blocked_writes.to_string()),
         ("reader_pages", pages.len().max(1).to_string()),
+        ("last_error", stream.last_error().unwrap_or_default()),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{PREFIX}{k}"), v))
@@ -112,6 +113,10 @@ pub fn root_attrs(ns: &Namespace) -> Vec<(String, String)> {
         ("readers", readers.to_string()),
         ("writers", writers.to_string()),
         ("dropped_writes", drops.to_string()),
+        ("memory", ns.pool().used().to_string()),
+        ("max_memory", ns.pool().limit().to_string()),
+        ("shed_bytes", ns.pool().shed_bytes().to_string()),
+        ("max_streams", ns.max_streams().to_string()),
         ("channel_buffer_size", ns.defaults().channel.to_string()),
         ("ring_buffer_size", ns.defaults().ring.to_string()),
         (
@@ -154,18 +159,69 @@ pub enum SetError {
     Invalid(OptionError),
 }
 
+/// The largest budgets a setting may ask for: (ring, channel), with the option that sets
+/// each limit, for the error message.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingLimits {
+    pub ring: u64,
+    pub channel: u64,
+    /// Which limit applies: "max_memory" for root and the mount's owner, else the mount's
+    /// max_ring_buffer_size / max_channel_buffer_size.
+    pub privileged: bool,
+}
+
+impl SettingLimits {
+    pub const NONE: SettingLimits = SettingLimits {
+        ring: u64::MAX,
+        channel: u64::MAX,
+        privileged: true,
+    };
+}
+
+fn within(name: &str, value: &str, v: u64, max: u64, limit: &str) -> Result<u64, SetError> {
+    if v > max {
+        return Err(SetError::Invalid(OptionError {
+            option: name.to_string(),
+            value: value.to_string(),
+            reason: format!(
+                "above the limit of {} ({limit})",
+                crate::size::HumanSize(max)
+            ),
+        }));
+    }
+    Ok(v)
+}
+
 /// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
-/// validated like the mount options.
-pub fn apply_setting(stream: &Stream, name: &[u8], value: &str) -> Result<(), SetError> {
+/// validated like the mount options and bounded by `limits`.
+pub fn apply_setting(
+    stream: &Stream,
+    name: &[u8],
+    value: &str,
+    limits: SettingLimits,
+) -> Result<(), SetError> {
+    let (ring_limit, channel_limit) = if limits.privileged {
+        ("max_memory", "max_memory")
+    } else {
+        ("max_ring_buffer_size", "max_channel_buffer_size")
+    };
     // Each setting changes its own field under the stream's lock: two setfattr at once,
     // of different settings, both take effect.
     match name {
         b"channel_buffer_size" => {
             let v = parse_channel_size(value).map_err(SetError::Invalid)?;
+            let v = within(
+                "channel_buffer_size",
+                value,
+                v,
+                limits.channel,
+                channel_limit,
+            )?;
             stream.update_budgets(|b| b.channel = v);
         }
         b"ring_buffer_size" => {
             let v = parse_ring_size(value).map_err(SetError::Invalid)?;
+            let v = within("ring_buffer_size", value, v, limits.ring, ring_limit)?;
             stream.update_budgets(|b| b.ring = v);
         }
         b"slow_reader" => {
@@ -176,13 +232,15 @@ pub fn apply_setting(stream: &Stream, name: &[u8], value: &str) -> Result<(), Se
             let v = parse_on_writer_close(value).map_err(SetError::Invalid)?;
             stream.update_policy(|p| p.on_writer_close = v);
         }
-        _ if stream_attrs(stream)
-            .iter()
-            .any(|(n, _)| n.as_bytes()[PREFIX.len()..] == *name) =>
-        {
-            return Err(SetError::ReadOnly);
-        }
+        _ if is_attr(stream, name) => return Err(SetError::ReadOnly),
         _ => return Err(SetError::Unknown),
     }
     Ok(())
+}
+
+/// Whether `name` (without the prefix) is one of the stream's attributes.
+pub fn is_attr(stream: &Stream, name: &[u8]) -> bool {
+    stream_attrs(stream)
+        .iter()
+        .any(|(n, _)| n.as_bytes()[PREFIX.len()..] == *name)
 }

@@ -6,7 +6,7 @@ use streamfs::namespace::Namespace;
 use streamfs::options::MountSettings;
 use streamfs::size::parse_size;
 use streamfs::stream::{Budgets, Meta};
-use streamfs::xattr::{SetError, apply_setting};
+use streamfs::xattr::{SetError, SettingLimits, apply_setting};
 
 fn size_like() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -67,7 +67,7 @@ proptest! {
         let meta = Meta { mode: 0o644, uid: 0, gid: 0, crtime: now, ctime: now };
         let (s, _) = ns.create(b"s", meta).unwrap();
         let before = s.stats();
-        match apply_setting(&s, name.as_bytes(), &value) {
+        match apply_setting(&s, name.as_bytes(), &value, SettingLimits::NONE) {
             Ok(()) => {}
             Err(SetError::Invalid(e)) => {
                 prop_assert_eq!(e.value, value);

@@ -74,7 +74,6 @@ fn write(wr: &Writer, data: &[u8]) -> Result<(), StreamError> {
     let (tx, rx) = shuttle::sync::mpsc::channel();
     wr.submit(
         data,
-        false,
         0,
         Box::new(move |r| {
             let _ = tx.send(r);
@@ -94,8 +93,8 @@ fn concurrent_writers_are_atomic_and_in_one_order() {
     shuttle::check_random(
         || {
             let (ns, s) = stream(1 << 20, 1 << 20, Policy::default());
-            let r1 = s.open_reader("r1".into());
-            let r2 = s.open_reader("r2".into());
+            let r1 = s.open_reader("r1".into()).unwrap();
+            let r2 = s.open_reader("r2".into()).unwrap();
             let writers: Vec<_> = (0..3u8)
                 .map(|w| {
                     let s = s.clone();
@@ -140,7 +139,7 @@ fn a_reader_opening_during_writes_gets_history_and_live_without_gap_or_duplicate
             };
             let late = {
                 let s = s.clone();
-                thread::spawn(move || s.open_reader("late".into()))
+                thread::spawn(move || s.open_reader("late".into()).unwrap())
             };
             let r = late.join().unwrap();
             w.join().unwrap();
@@ -168,7 +167,7 @@ fn drops_are_accounted_exactly_once_with_a_small_ring() {
                     }
                 })
             };
-            let r = s.open_reader("r".into());
+            let r = s.open_reader("r".into()).unwrap();
             w.join().unwrap();
             ns.shutdown();
             let stats = r.stats();
@@ -197,7 +196,7 @@ fn closing_a_reader_during_fanout_and_parked_reads_leave_nothing_behind() {
     shuttle::check_random(
         || {
             let (ns, s) = stream(1 << 20, 0, Policy::default());
-            let r = s.open_reader("r".into());
+            let r = s.open_reader("r".into()).unwrap();
             let answered = Arc::new(StdMutex::new(Vec::new()));
             let a = answered.clone();
             r.read(
@@ -231,7 +230,7 @@ fn removal_during_writes_refuses_or_delivers_each_write_once() {
     shuttle::check_random(
         || {
             let (ns, s) = stream(1 << 20, 0, Policy::default());
-            let r = s.open_reader("r".into());
+            let r = s.open_reader("r".into()).unwrap();
             let w = {
                 let s = s.clone();
                 thread::spawn(move || {
@@ -267,9 +266,9 @@ fn shutdown_during_waits_answers_every_parked_read_and_write() {
     shuttle::check_random(
         || {
             let (ns, s) = stream(70, 0, blocking());
-            let slow = s.open_reader("slow".into());
+            let slow = s.open_reader("slow".into()).unwrap();
             let idle_answers = Arc::new(StdMutex::new(Vec::new()));
-            let idle = s.open_reader("idle".into());
+            let idle = s.open_reader("idle".into()).unwrap();
             let writer = {
                 let s = s.clone();
                 thread::spawn(move || {
@@ -323,7 +322,7 @@ fn block_policy_delivers_everything_to_a_concurrent_reader() {
     shuttle::check_random(
         || {
             let (ns, s) = stream(70, 0, blocking());
-            let r = s.open_reader("r".into());
+            let r = s.open_reader("r".into()).unwrap();
             let w = {
                 let s = s.clone();
                 thread::spawn(move || {

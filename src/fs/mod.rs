@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -36,6 +36,8 @@ const PAGE_SIZE: u32 = 4096;
 const TTL: Duration = Duration::ZERO;
 const ROOT: INodeNo = INodeNo::ROOT;
 
+mod writes;
+
 /// The errno for a core error, in one place.
 fn errno(e: StreamError) -> Errno {
     match e {
@@ -45,6 +47,11 @@ fn errno(e: StreamError) -> Errno {
         StreamError::Exists => Errno::EEXIST,
         // A write waiting for room (slow_reader=block) whose writer got a signal.
         StreamError::Interrupted => Errno::EINTR,
+        // The memory limit, or max_streams: what a full disk says to a writer or a creator.
+        StreamError::NoMemory | StreamError::TooManyStreams => Errno::ENOSPC,
+        // max_readers: as the per-process limit on open files does.
+        StreamError::TooManyReaders => Errno::EMFILE,
+        StreamError::InvalidName => Errno::EINVAL,
     }
 }
 
@@ -54,44 +61,42 @@ struct Handle {
     reader: Option<Reader>,
     writer: Option<Writer>,
     /// Opened with O_APPEND: the kernel then gives each write() the stream's size as its
-    /// offset, so offsets alone do not tell a new write() from the rest of one.
+    /// offset, so any offset may begin a write in pieces.
     append: bool,
-    /// With O_APPEND: the previous write request on this handle filled a whole request...
-    last_write_full: AtomicBool,
-    /// ...and where it ended (its offset plus its length).
-    next_offset: AtomicU64,
-    /// Consecutive requests taken as continuations on an O_APPEND handle.
-    chain: AtomicU64,
+    /// The write in pieces being received through this handle (see `writes.rs`).
+    track: writes::SharedTrack,
 }
 
-/// Longest run of requests an O_APPEND handle's writes are taken to continue (4 MiB): the
-/// kernel gives such writes contiguous offsets, so a run of 1 MiB write() calls looks like
-/// one large write; the cap keeps a misjudged run from growing the ring past its budget.
-const MAX_APPEND_CHAIN: u64 = 4;
+impl writes::Finish for Handle {
+    fn finish_idle(&self, generation: u64) {
+        let mut t = self.track.lock();
+        if t.generation == generation && t.take_open() {
+            if let Some(w) = &self.writer {
+                w.finish(0, ignore_result());
+            }
+        }
+    }
+}
 
 impl Handle {
-    /// Whether a write request at `offset` is the rest of a `write()` the kernel split into
-    /// requests. Each write() on a stream starts at offset 0 and its pieces follow on, so
-    /// this is exact except with O_APPEND, where a piece is recognised by following a full
-    /// request at the offset where it ended.
-    fn continues(&self, offset: u64, len: usize) -> bool {
-        if !self.append {
-            return offset != 0;
+    /// Finishes the unit left open by the handle's last write, if any (its write() has
+    /// returned: the handle is being released).
+    fn finish_open_unit(&self) {
+        if self.track.lock().take_open() {
+            if let Some(w) = &self.writer {
+                w.finish(0, ignore_result());
+            }
         }
-        let full = len as u32 > MAX_REQUEST - PAGE_SIZE;
-        let was_full = self.last_write_full.swap(full, Ordering::Relaxed);
-        let expected = self
-            .next_offset
-            .swap(offset + len as u64, Ordering::Relaxed);
-        let continues =
-            was_full && offset == expected && self.chain.load(Ordering::Relaxed) < MAX_APPEND_CHAIN;
-        if continues {
-            self.chain.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.chain.store(0, Ordering::Relaxed);
-        }
-        continues
     }
+}
+
+/// A write answer nobody waits for: a unit finished after its pieces were answered.
+fn ignore_result() -> crate::stream::WriteDone {
+    Box::new(|r| {
+        if let Err(e) = r {
+            debug!("a write finished after its pieces were answered failed: {e}");
+        }
+    })
 }
 
 /// The filesystem as fuser sees it.
@@ -103,20 +108,26 @@ pub struct StreamFs {
     /// The mounting user, owner of the root directory.
     owner: (u32, u32),
     mounted_at: SystemTime,
+    /// The request size the kernel accepted (see `init`): a request this full may be a piece
+    /// of a larger write().
+    max_write: AtomicU64,
+    finisher: writes::IdleFinisher,
 }
 
 impl StreamFs {
-    pub fn new(ns: Arc<Namespace>, settings: MountSettings) -> StreamFs {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
+    pub fn new(ns: Arc<Namespace>, settings: MountSettings) -> std::io::Result<StreamFs> {
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        StreamFs {
+        Ok(StreamFs {
             ns,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             settings,
             owner,
             mounted_at: SystemTime::now(),
-        }
+            max_write: AtomicU64::new(u64::from(MAX_REQUEST)),
+            finisher: writes::IdleFinisher::spawn()?,
+        })
     }
 
     fn root_attr(&self) -> FileAttr {
@@ -187,27 +198,41 @@ impl StreamFs {
         })
     }
 
-    /// Registers a handle for `stream` opened with `flags` and returns its number.
-    fn open_handle(&self, req: &Request, stream: Arc<Stream>, flags: OpenFlags) -> FileHandle {
+    /// Registers a handle for `stream` opened with `flags` and returns its number. Fails
+    /// when the namespace has `max_readers` readers.
+    fn open_handle(
+        &self,
+        req: &Request,
+        stream: Arc<Stream>,
+        flags: OpenFlags,
+    ) -> Result<FileHandle, StreamError> {
         let (read, write) = match flags.acc_mode() {
             OpenAccMode::O_RDONLY => (true, false),
             OpenAccMode::O_WRONLY => (false, true),
             OpenAccMode::O_RDWR => (true, true),
         };
         let label = requester_label(req.pid());
-        let reader = read.then(|| stream.open_reader(label.clone()));
+        let reader = match read.then(|| stream.open_reader(label.clone())) {
+            Some(Err(e)) => {
+                warn!("{label}: cannot open {}: {e}", self.name_of(&stream));
+                return Err(e);
+            }
+            r => r.map(|r| r.expect("matched above")),
+        };
         let writer = write.then(|| stream.open_writer());
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        info!(
-            "{} opened stream {} for {}",
-            label,
-            stream.id(),
-            match (read, write) {
-                (true, true) => "reading and writing",
-                (true, false) => "reading",
-                _ => "writing",
-            }
-        );
+        crate::ratelimit::OPENS.log(|| {
+            format!(
+                "{} opened stream {} for {}",
+                label,
+                self.name_of(&stream),
+                match (read, write) {
+                    (true, true) => "reading and writing",
+                    (true, false) => "reading",
+                    _ => "writing",
+                }
+            )
+        });
         self.handles.lock().insert(
             fh,
             Arc::new(Handle {
@@ -215,12 +240,18 @@ impl StreamFs {
                 reader,
                 writer,
                 append: flags.0 & libc::O_APPEND != 0,
-                last_write_full: AtomicBool::new(false),
-                next_offset: AtomicU64::new(0),
-                chain: AtomicU64::new(0),
+                track: Default::default(),
             }),
         );
-        FileHandle(fh)
+        Ok(FileHandle(fh))
+    }
+
+    /// The stream's name for log lines, escaped ("#7 (removed)" once it has none).
+    fn name_of(&self, stream: &Stream) -> String {
+        match self.ns.name(stream.id()) {
+            Some(n) => crate::escape::escape_bytes(&n),
+            None => format!("#{} (removed)", stream.id()),
+        }
     }
 
     fn new_meta(&self, req: &Request, mode: u32, umask: u32) -> Meta {
@@ -245,6 +276,39 @@ pub fn requester_label(pid: u32) -> String {
     format!("pid {pid} ({})", crate::escape::escape_bytes(comm))
 }
 
+/// Longest stream name, as statfs reports (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// ENAMETOOLONG for names longer than [`NAME_MAX`] bytes, as every Linux filesystem.
+fn check_name(name: &OsStr) -> Result<(), Errno> {
+    if name.len() > NAME_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether process `pid` belongs to group `gid` (its effective or a supplementary group),
+/// from /proc: what chgrp by a stream's owner is allowed to choose.
+fn in_group(pid: u32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    // "Gid: real effective saved fs", "Groups: supplementary..."
+    field("Gid:").get(1) == Some(&gid) || field("Groups:").contains(&gid)
+}
+
 fn is_regular(mode: u32) -> bool {
     mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0
 }
@@ -258,6 +322,7 @@ impl Filesystem for StreamFs {
         if let Err(nearest) = config.set_max_write(MAX_REQUEST) {
             warn!("kernel refused {MAX_REQUEST}-byte writes; using {nearest}");
             let _ = config.set_max_write(nearest);
+            self.max_write.store(u64::from(nearest), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -266,6 +331,9 @@ impl Filesystem for StreamFs {
         debug!("lookup(parent={parent:?}, name={name:?})");
         if parent != ROOT {
             return reply.error(Errno::ENOENT);
+        }
+        if let Err(e) = check_name(name) {
+            return reply.error(e);
         }
         match self.ns.lookup(name.as_bytes()) {
             Some(s) => reply.entry(&TTL, &Self::stream_attr(&s), Generation(0)),
@@ -313,10 +381,14 @@ impl Filesystem for StreamFs {
         // has no length to cut and its mtime is its last write.
         let caller = req.uid();
         if mode.is_some() || uid.is_some() || gid.is_some() {
+            // POSIX: only root changes the owner; the owner may change the mode, and the
+            // group to one it belongs to.
             let meta = stream.meta();
             let is_owner = caller == 0 || caller == meta.uid;
-            let chown_ok = caller == 0 || (uid.is_none_or(|u| u == meta.uid));
-            if !is_owner || !chown_ok {
+            let chown_ok = caller == 0 || uid.is_none_or(|u| u == meta.uid);
+            let chgrp_ok =
+                caller == 0 || gid.is_none_or(|g| g == meta.gid || in_group(req.pid(), g));
+            if !is_owner || !chown_ok || !chgrp_ok {
                 return reply.error(Errno::EPERM);
             }
             stream.update_meta(|m| {
@@ -347,6 +419,9 @@ impl Filesystem for StreamFs {
         debug!("mknod(parent={parent:?}, name={name:?}, mode={mode:o})");
         if parent != ROOT {
             return reply.error(Errno::ENOENT);
+        }
+        if let Err(e) = check_name(name) {
+            return reply.error(e);
         }
         if !is_regular(mode) {
             // FIFOs, sockets and devices: every file here is a stream already.
@@ -424,6 +499,9 @@ impl Filesystem for StreamFs {
         {
             return reply.error(Errno::EINVAL);
         }
+        if let Err(e) = check_name(newname) {
+            return reply.error(e);
+        }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         match self
             .ns
@@ -439,8 +517,9 @@ impl Filesystem for StreamFs {
         if ino == ROOT {
             return reply.error(Errno::EISDIR);
         }
-        match self.ns.get(ino.0) {
-            Some(s) => reply.opened(self.open_handle(req, s, flags), open_flags()),
+        match self.ns.get(ino.0).map(|s| self.open_handle(req, s, flags)) {
+            Some(Ok(fh)) => reply.opened(fh, open_flags()),
+            Some(Err(e)) => reply.error(errno(e)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -459,6 +538,9 @@ impl Filesystem for StreamFs {
         if parent != ROOT {
             return reply.error(Errno::ENOENT);
         }
+        if let Err(e) = check_name(name) {
+            return reply.error(e);
+        }
         if !is_regular(mode) {
             return reply.error(Errno::EPERM);
         }
@@ -469,8 +551,10 @@ impl Filesystem for StreamFs {
             Ok((_, false)) if flags & libc::O_EXCL != 0 => reply.error(Errno::EEXIST),
             Ok((s, _)) => {
                 let attr = Self::stream_attr(&s);
-                let fh = self.open_handle(req, s, OpenFlags(flags));
-                reply.created(&TTL, &attr, Generation(0), fh, open_flags());
+                match self.open_handle(req, s, OpenFlags(flags)) {
+                    Ok(fh) => reply.created(&TTL, &attr, Generation(0), fh, open_flags()),
+                    Err(e) => reply.error(errno(e)),
+                }
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -547,13 +631,44 @@ impl Filesystem for StreamFs {
         let Some(writer) = &h.writer else {
             return reply.error(Errno::EBADF);
         };
-        let continues = h.continues(offset, data.len());
+        let tid = req.pid();
         let len = data.len() as u32;
-        let done = Box::new(move |result: Result<(), StreamError>| match result {
+        let max_write = self.max_write.load(Ordering::Relaxed);
+        // The track's lock is held until the request is handed to the core, so that the
+        // idle finisher cannot finish the unit between the decision and the append.
+        let mut track = h.track.lock();
+        let action = track.on_request(offset, data.len() as u64, max_write, h.append, || {
+            writes::call_length(tid)
+        });
+        let step = match action {
+            writes::Action::FinishThen(step) => {
+                writer.finish(tid, ignore_result());
+                step
+            }
+            writes::Action::Do(step) => step,
+        };
+        let done: crate::stream::WriteDone = Box::new(move |result| match result {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(e)),
         });
-        writer.submit(data, continues, req.pid(), done);
+        match step {
+            writes::Step::Whole | writes::Step::Last => {
+                writer.submit(data, tid, done);
+            }
+            writes::Step::Extend => match writer.append(data, tid) {
+                Ok(()) => {
+                    let generation = track.generation;
+                    drop(track);
+                    let handle: Arc<dyn writes::Finish> = h.clone();
+                    self.finisher.arm(&handle, generation);
+                    done(Ok(()));
+                }
+                Err(e) => {
+                    track.take_open();
+                    done(Err(e));
+                }
+            },
+        }
     }
 
     fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
@@ -571,8 +686,12 @@ impl Filesystem for StreamFs {
         reply: ReplyEmpty,
     ) {
         debug!("release(ino={ino:?}, fh={fh:?})");
-        // Dropping the handle unregisters its reader and writer.
+        // A write() in pieces whose last piece was full ends with the handle; dropping the
+        // handle then unregisters its reader and writer.
         let h = self.handles.lock().remove(&fh.0);
+        if let Some(h) = &h {
+            h.finish_open_unit();
+        }
         drop(h);
         reply.ok();
     }
@@ -625,17 +744,10 @@ impl Filesystem for StreamFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let files = self.ns.streams().len() as u64;
-        reply.statfs(
-            0,
-            0,
-            0,
-            files,
-            u64::from(u32::MAX),
-            PAGE_SIZE,
-            255,
-            PAGE_SIZE,
-        );
+        // Inodes are streams: max_streams of them, the free ones those not made yet (df -i).
+        let max = self.ns.max_streams() as u64;
+        let free = max.saturating_sub(self.ns.len() as u64);
+        reply.statfs(0, 0, 0, max, free, PAGE_SIZE, NAME_MAX as u32, PAGE_SIZE);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -685,17 +797,18 @@ impl Filesystem for StreamFs {
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         debug!("setxattr(ino={ino:?}, name={name:?})");
-        let Some(stream) = self.ns.get(ino.0) else {
-            return reply.error(if ino == ROOT {
-                Errno::EPERM
-            } else {
-                Errno::ENOENT
-            });
+        if ino == ROOT {
+            return reply.error(Errno::EPERM);
+        }
+        // fsetxattr of a removed stream still open reaches it through its handle, as
+        // fgetxattr does.
+        let Some(stream) = self.stream_of(ino, None) else {
+            return reply.error(Errno::ENOENT);
         };
         let name = name.as_bytes();
         if !name.starts_with(xattr::PREFIX.as_bytes()) {
@@ -706,21 +819,40 @@ impl Filesystem for StreamFs {
         if req.uid() != 0 && req.uid() != meta.uid {
             return reply.error(Errno::EPERM);
         }
+        let setting = &name[xattr::PREFIX.len()..];
+        if flags & libc::XATTR_CREATE != 0 && xattr::is_attr(&stream, setting) {
+            // Every setting exists already: XATTR_CREATE cannot create it.
+            return reply.error(Errno::EEXIST);
+        }
+        let privileged = req.uid() == 0 || req.uid() == self.owner.0;
+        let (ring, channel) = self.settings.setting_limits(privileged);
+        let limits = xattr::SettingLimits {
+            ring,
+            channel,
+            privileged,
+        };
         let value = String::from_utf8_lossy(value);
-        match xattr::apply_setting(&stream, &name[xattr::PREFIX.len()..], value.trim()) {
+        let shown = crate::escape::escape(value.trim());
+        let setting_name = crate::escape::escape_bytes(setting);
+        match xattr::apply_setting(&stream, setting, value.trim(), limits) {
             Ok(()) => {
                 info!(
-                    "stream {}: {} set to {}",
-                    stream.id(),
-                    String::from_utf8_lossy(name),
-                    value.trim()
+                    "stream {}: {setting_name} set to {shown} by uid {}",
+                    self.name_of(&stream),
+                    req.uid()
                 );
                 reply.ok()
             }
             Err(xattr::SetError::ReadOnly) => reply.error(Errno::EPERM),
             Err(xattr::SetError::Unknown) => reply.error(Errno::from_i32(libc::ENOTSUP)),
             Err(xattr::SetError::Invalid(e)) => {
-                warn!("stream {}: {e}", stream.id());
+                let why = e.to_string();
+                warn!(
+                    "stream {}: {why} (uid {})",
+                    self.name_of(&stream),
+                    req.uid()
+                );
+                stream.set_last_error(why);
                 reply.error(Errno::EINVAL)
             }
         }
@@ -828,66 +960,15 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
 mod tests {
     use super::*;
 
-    fn handle(append: bool) -> Handle {
-        let ns = Namespace::new(crate::stream::Budgets {
-            channel: 1,
-            ring: 0,
-        });
-        let now = SystemTime::now();
-        let meta = Meta {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            crtime: now,
-            ctime: now,
-        };
-        Handle {
-            stream: ns.create(b"s", meta).unwrap().0,
-            reader: None,
-            writer: None,
-            append,
-            last_write_full: AtomicBool::new(false),
-            next_offset: AtomicU64::new(0),
-            chain: AtomicU64::new(0),
-        }
-    }
-
-    #[test]
-    fn continuations_of_ordinary_handles_are_known_by_offset() {
-        let h = handle(false);
-        // One 2 MiB write() from an unaligned buffer, then a 16-byte one.
-        assert!(!h.continues(0, 1048555));
-        assert!(h.continues(1048555, 1048576));
-        assert!(h.continues(2097131, 121));
-        assert!(!h.continues(0, 16));
-        // Separate full writes stay separate.
-        assert!(!h.continues(0, 1 << 20));
-        assert!(!h.continues(0, 1 << 20));
-    }
-
-    #[test]
-    fn append_handles_chain_full_requests_up_to_a_cap() {
-        let h = handle(true);
-        assert!(!h.continues(4194404, 1048555));
-        assert!(h.continues(5242959, 1048576));
-        assert!(h.continues(6291535, 121));
-        // A short request ends the chain; the next one starts anew.
-        assert!(!h.continues(6291656, 100));
-        let mut off = 10 << 20;
-        assert!(!h.continues(off, 1 << 20));
-        for _ in 0..MAX_APPEND_CHAIN {
-            off += 1 << 20;
-            assert!(h.continues(off, 1 << 20));
-        }
-        off += 1 << 20;
-        assert!(!h.continues(off, 1 << 20), "the chain is capped");
-    }
-
     #[test]
     fn every_core_error_has_an_errno() {
         assert_eq!(errno(StreamError::Removed), Errno::EPIPE);
         assert_eq!(errno(StreamError::NotFound), Errno::ENOENT);
         assert_eq!(errno(StreamError::Exists), Errno::EEXIST);
         assert_eq!(errno(StreamError::Interrupted), Errno::EINTR);
+        assert_eq!(errno(StreamError::NoMemory), Errno::ENOSPC);
+        assert_eq!(errno(StreamError::TooManyStreams), Errno::ENOSPC);
+        assert_eq!(errno(StreamError::TooManyReaders), Errno::EMFILE);
+        assert_eq!(errno(StreamError::InvalidName), Errno::EINVAL);
     }
 }

@@ -1,0 +1,274 @@
+//! The daemon's memory limit (`max_memory`) and the shared chunks it counts. Part of the core:
+//! knows nothing of FUSE.
+//!
+//! # The contract
+//! Every byte a stream stores (its ring, its readers' queues, writes waiting to be applied)
+//! lives in a [`Chunk`], and every chunk is charged to the namespace's [`Pool`] once, when it
+//! is made, whatever the number of readers that hold it, and refunded when its last holder
+//! lets it go. Queue entries (a reference per reader) are charged too. The pool's total never
+//! passes its limit when a chunk is made: [`Pool::reserve`] first sheds, in this order,
+//! 1. history: the oldest writes of any stream's ring (oldest first, across streams);
+//! 2. the readers furthest behind (most bytes queued): their queued writes are dropped and
+//!    counted as dropped (policy `drop`), or they are cut off (policy `disconnect`); readers
+//!    of `block` streams are never shed (their writers wait instead, within their budgets);
+//!
+//! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
+//! never made to wait by the limit. A write's queue entries are charged when it is applied,
+//! under its stream's lock, where nothing can be shed: the total may pass the limit by the
+//! entries of one write, and the next write sheds that back.
+
+use crate::stream::{Stream, StreamError};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// What one chunk costs beyond its bytes: the allocation header of the shared buffer and of
+/// its bookkeeping, and allocator rounding.
+pub const CHUNK_OVERHEAD: u64 = 64;
+
+/// What one reference to a chunk in a queue costs (the entry and the queue's spare room).
+pub const ENTRY_COST: u64 = 32;
+
+/// What a stream's own state costs (its lock, counters, name and maps), charged while it
+/// lives, so that empty streams cannot exhaust memory either.
+pub const STREAM_COST: u64 = 1024;
+
+/// What a registered reader's own state costs.
+pub const READER_COST: u64 = 512;
+
+/// The budget cost of a chunk of `len` bytes.
+pub fn chunk_cost(len: usize) -> u64 {
+    len as u64 + CHUNK_OVERHEAD
+}
+
+/// The memory of one namespace: a limit, what is charged against it, and the streams that
+/// hold it (for shedding). Shared by the namespace and every stream, named or still open.
+pub struct Pool {
+    /// Invariant: the sum of the costs of the live chunks and queue entries.
+    used: AtomicU64,
+    limit: u64,
+    /// Every stream that may hold memory; dead ones are pruned when shedding.
+    streams: Mutex<Vec<std::sync::Weak<Stream>>>,
+    /// Registered readers across the namespace, against `max_readers`.
+    readers: AtomicUsize,
+    max_readers: usize,
+    /// Parked reads and blocked writes across all streams, so that a watchdog can sleep
+    /// while there are none. Changed under the owning stream's lock.
+    pub(crate) parked_total: AtomicUsize,
+    /// Bytes dropped or cut to keep within the limit, for statistics.
+    shed_bytes: AtomicU64,
+}
+
+impl Pool {
+    /// A pool of `limit` bytes for at most `max_readers` readers.
+    pub fn new(limit: u64, max_readers: usize) -> Arc<Pool> {
+        Arc::new(Pool {
+            used: AtomicU64::new(0),
+            limit,
+            streams: Mutex::new(Vec::new()),
+            readers: AtomicUsize::new(0),
+            max_readers,
+            parked_total: AtomicUsize::new(0),
+            shed_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// A pool that never limits, for tests and tools.
+    pub fn unlimited() -> Arc<Pool> {
+        Pool::new(u64::MAX, usize::MAX)
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes shed so far to stay within the limit.
+    pub fn shed_bytes(&self) -> u64 {
+        self.shed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Parked reads and blocked writes across all streams now.
+    pub fn parked_total(&self) -> usize {
+        self.parked_total.load(Ordering::Relaxed)
+    }
+
+    /// Registered readers across the namespace now.
+    pub fn readers(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn register_stream(&self, stream: &Arc<Stream>) {
+        let weak = Arc::downgrade(stream);
+        let mut streams = self.streams.lock();
+        if streams.len() >= 64 && streams.len().is_power_of_two() {
+            streams.retain(|w| w.strong_count() > 0);
+        }
+        streams.push(weak);
+    }
+
+    /// Counts a new reader and charges its state, or fails when `max_readers` are
+    /// registered or the memory limit leaves no room. No stream lock may be held.
+    pub(crate) fn add_reader(&self) -> Result<(), StreamError> {
+        let n = self.readers.fetch_add(1, Ordering::Relaxed);
+        if n >= self.max_readers {
+            self.readers.fetch_sub(1, Ordering::Relaxed);
+            return Err(StreamError::TooManyReaders);
+        }
+        self.reserve(READER_COST).inspect_err(|_| {
+            self.readers.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
+
+    pub(crate) fn remove_reader(&self) {
+        self.readers.fetch_sub(1, Ordering::Relaxed);
+        self.refund(READER_COST);
+    }
+
+    /// Charges `n` bytes without a check (bookkeeping under a stream lock).
+    pub(crate) fn charge(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refund(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Charges `n` bytes if that keeps within the limit.
+    fn try_take(&self, n: u64) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used.saturating_add(n) > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Charges `n` bytes, shedding first when they do not fit (see the module's contract).
+    /// Must be called with no stream lock held: shedding takes them.
+    pub fn reserve(&self, n: u64) -> Result<(), StreamError> {
+        if self.try_take(n) {
+            return Ok(());
+        }
+        self.shed(n);
+        if self.try_take(n) {
+            Ok(())
+        } else {
+            Err(StreamError::NoMemory)
+        }
+    }
+
+    /// Whether `n` more bytes fit now.
+    fn fits(&self, n: u64) -> bool {
+        self.used().saturating_add(n) <= self.limit
+    }
+
+    fn live_streams(&self) -> Vec<Arc<Stream>> {
+        let mut streams = self.streams.lock();
+        streams.retain(|w| w.strong_count() > 0);
+        streams.iter().filter_map(|w| w.upgrade()).collect()
+    }
+
+    /// Frees memory until `need` more bytes fit, in the contract's order.
+    fn shed(&self, need: u64) {
+        let streams = self.live_streams();
+        let before = self.used();
+        // 1. History, oldest first across streams: each pass takes the stream whose oldest
+        //    ring write is the oldest and trims it up to the next stream's oldest.
+        while !self.fits(need) {
+            let mut fronts: Vec<(u64, usize)> = streams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.oldest_history().map(|t| (t, i)))
+                .collect();
+            if fronts.is_empty() {
+                break;
+            }
+            fronts.sort_unstable();
+            let until = fronts.get(1).map_or(u64::MAX, |f| f.0);
+            let s = &streams[fronts[0].1];
+            s.trim_history(until, &|| self.fits(need));
+        }
+        // 2. The readers furthest behind.
+        if !self.fits(need) {
+            let mut behind: Vec<(u64, usize, u64)> = streams
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s.sheddable_readers()
+                        .into_iter()
+                        .map(move |(id, q)| (q, i, id))
+                })
+                .collect();
+            behind.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, i, id) in behind {
+                if self.fits(need) {
+                    break;
+                }
+                streams[i].shed_reader(id);
+            }
+        }
+        let freed = before.saturating_sub(self.used());
+        if freed > 0 {
+            self.shed_bytes.fetch_add(freed, Ordering::Relaxed);
+            log::warn!(
+                "memory limit {} reached: shed {} of history and slow readers' queues",
+                crate::size::HumanSize(self.limit),
+                crate::size::HumanSize(freed)
+            );
+        }
+    }
+}
+
+/// One piece of a write's bytes, stored once and shared by the ring and every reader's
+/// queue; its cost is charged to its pool while it lives.
+#[derive(Clone)]
+pub struct Chunk(Arc<ChunkData>);
+
+struct ChunkData {
+    bytes: Box<[u8]>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for ChunkData {
+    fn drop(&mut self) {
+        self.pool.refund(chunk_cost(self.bytes.len()));
+    }
+}
+
+impl Chunk {
+    /// Copies `data` into a new chunk charged to `pool`, shedding to make room (no stream
+    /// lock may be held).
+    pub fn new(pool: &Arc<Pool>, data: &[u8]) -> Result<Chunk, StreamError> {
+        pool.reserve(chunk_cost(data.len()))?;
+        Ok(Chunk(Arc::new(ChunkData {
+            bytes: data.into(),
+            pool: pool.clone(),
+        })))
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0.bytes
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
