@@ -766,13 +766,12 @@ impl Drop for Reader {
             (Some(state), unparked + st.release_blocked(pool, deferred))
         });
         if let Some(state) = state {
-            log::info!(
-                "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
-                state.label,
-                state.delivered,
-                state.dropped_writes,
-                state.dropped_bytes
-            );
+            crate::ratelimit::OPENS.log(|| {
+                format!(
+                    "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
+                    state.label, state.delivered, state.dropped_writes, state.dropped_bytes
+                )
+            });
         }
     }
 }

@@ -347,39 +347,6 @@ fn version_and_help() {
     }
 }
 
-/// Test users, /dev/fuse world-writable (as Debian's udev rule makes it) and
-/// user_allow_other in /etc/fuse.conf: what a machine needs for non-root FUSE.
-fn non_root_setup() -> (u32, u32) {
-    for user in ["streamfs-t1", "streamfs-t2"] {
-        if sh(&format!("id -u {user}")).0 != 0 {
-            let (code, _, err) = sh(&format!("useradd -M -s /bin/sh {user}"));
-            assert_eq!(code, 0, "useradd: {err}");
-        }
-    }
-    let mode = std::fs::metadata("/dev/fuse").unwrap().mode();
-    if mode & 0o666 != 0o666 {
-        assert_eq!(sh("chmod 0666 /dev/fuse").0, 0);
-    }
-    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
-    if !conf.lines().any(|l| l.trim() == "user_allow_other") {
-        std::fs::write("/etc/fuse.conf", format!("{conf}\nuser_allow_other\n")).unwrap();
-    }
-    let id = |u: &str| sh(&format!("id -u {u}")).1.trim().parse::<u32>().unwrap();
-    (id("streamfs-t1"), id("streamfs-t2"))
-}
-
-fn as_user(user: &str, script: &str) -> (i32, String, String) {
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_user_mounts_and_default_permissions_protect_private_streams() {
     let _lock = system_lock();
