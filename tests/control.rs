@@ -727,3 +727,161 @@ fn generate_prints_the_man_page_and_completions() {
     assert!(zsh.starts_with("#compdef streamfs"), "{zsh}");
     assert!(zsh.contains("status"), "{zsh}");
 }
+
+/// A FUSE filesystem of type fuse.streamfs that is not streamfs: its root answers
+/// `user.streamfs.pid` with a pid of its choosing, as anyone's own FUSE daemon can.
+struct Forged {
+    pid: u32,
+}
+
+impl fuser::Filesystem for Forged {
+    fn getattr(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        if ino != fuser::INodeNo::ROOT {
+            return reply.error(fuser::Errno::ENOENT);
+        }
+        let now = std::time::SystemTime::now();
+        reply.attr(
+            &Duration::ZERO,
+            &fuser::FileAttr {
+                ino,
+                size: 0,
+                blocks: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                kind: fuser::FileType::Directory,
+                perm: 0o755,
+                nlink: 2,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: 4096,
+                flags: 0,
+            },
+        );
+    }
+
+    fn getxattr(
+        &self,
+        _req: &fuser::Request,
+        _ino: fuser::INodeNo,
+        name: &std::ffi::OsStr,
+        size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        let value = match name.as_bytes() {
+            b"user.streamfs.pid" => self.pid.to_string(),
+            b"user.streamfs.streams" | b"user.streamfs.readers" => "0".to_string(),
+            _ => return reply.error(fuser::Errno::from_i32(libc::ENODATA)),
+        };
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else {
+            reply.data(value.as_bytes());
+        }
+    }
+}
+
+/// A forged mount served by a thread of the test; unmounted on drop.
+struct ForgedMount {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl ForgedMount {
+    fn new(pid: u32) -> ForgedMount {
+        require_fuse();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let path = path.canonicalize().unwrap();
+        let options = streamfs::options::KernelOptions::default();
+        let fd = streamfs::mount::mount(
+            &path,
+            &streamfs::mount::MountRequest {
+                fsname: "forged",
+                options: &options,
+            },
+        )
+        .unwrap();
+        let session = fuser::Session::from_fd(
+            Forged { pid },
+            fd,
+            fuser::SessionACL::All,
+            fuser::Config::default(),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+        ForgedMount {
+            _dir: dir,
+            path,
+            session: Some(session),
+        }
+    }
+}
+
+impl Drop for ForgedMount {
+    fn drop(&mut self) {
+        let _ = streamfs::daemon::unmount(&self.path, true);
+        drop(self.session.take());
+    }
+}
+
+#[test]
+fn stop_refuses_a_fuse_streamfs_mount_whose_pid_does_not_serve_it() {
+    // Root runs the sleeper and mounted the forgery (user_id=0): only the /dev/fuse check
+    // stands between stop and the sleeper.
+    let mut victim = Sleeper(Command::new("sleep").arg("1000").spawn().unwrap());
+    let pid = victim.0.id();
+    let forged = ForgedMount::new(pid);
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", forged.path.display())))
+        .expect("the forged mount");
+    assert!(
+        line.contains(" - fuse.streamfs ") && line.contains("user_id=0"),
+        "{line}"
+    );
+    assert_eq!(
+        streamfs::control::get_xattr(&forged.path, "user.streamfs.pid").unwrap(),
+        pid.to_string()
+    );
+    let o = streamfs(&["stop"], &forged.path);
+    let err = one_line_failure(&o, 1);
+    assert!(
+        err.contains(&format!("refusing to signal pid {pid}"))
+            && err.contains("does not hold /dev/fuse open"),
+        "{err}"
+    );
+    assert!(
+        victim.0.try_wait().unwrap().is_none(),
+        "stop signalled the sleeper"
+    );
+
+    // Another user's process, whatever it holds, does not serve root's mount.
+    let mut other = Sleeper(
+        std::os::unix::process::CommandExt::uid(Command::new("sleep").arg("1000"), 65534)
+            .spawn()
+            .unwrap(),
+    );
+    let forged = ForgedMount::new(other.0.id());
+    let err = one_line_failure(&streamfs(&["stop"], &forged.path), 1);
+    assert!(
+        err.contains("it runs as uid 65534, the mount belongs to uid 0"),
+        "{err}"
+    );
+    assert!(
+        other.0.try_wait().unwrap().is_none(),
+        "stop signalled the sleeper"
+    );
+}
