@@ -2,11 +2,13 @@
 //! inspects a running mount. Bad input exits 2 before anything is mounted; a failed mount
 //! exits 1 with a one-line reason.
 
-use std::path::PathBuf;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use streamfs::control::{self, show};
 use streamfs::daemon::{self, DaemonSettings};
 use streamfs::options::{MountSettings, OptionError, parse_channel_size, parse_ring_size};
 
@@ -46,12 +48,42 @@ Examples:
   mount -t fuse.streamfs streamfs /mnt/live -o channel_buffer_size=512KB
   streamfs stop /mnt/live";
 
+/// The usage lines, shown by `--help` and with every usage error: clap's own line cannot show
+/// the three forms and their options.
+const USAGE: &str = "\
+streamfs [-f] [-d] [--log-file FILE] [-o OPTIONS] [--channel-buffer-size SIZE]
+                [--ring-buffer-size SIZE] [SOURCE] MOUNTPOINT
+       streamfs stop [--timeout SECONDS] MOUNTPOINT
+       streamfs status [--json] [--watch] MOUNTPOINT";
+
+const STOP_USAGE: &str = "streamfs stop [--timeout SECONDS] MOUNTPOINT";
+const STATUS_USAGE: &str = "streamfs status [--json] [--watch] MOUNTPOINT";
+
+const STOP_LONG_ABOUT: &str = "\
+End every stream of a mount (readers get EOF), unmount it and end its daemon.
+
+MOUNTPOINT must be the root of a mounted fuse.streamfs filesystem, as /proc/self/mountinfo
+says. The daemon's pid is read from the mount's user.streamfs.pid attribute and signalled
+(SIGTERM) only if that process runs as the user who mounted it (user_id= in mountinfo) and
+holds /dev/fuse open; anything else is refused. On success it prints what it ended and waits
+until the mount is gone and the daemon has exited.";
+
+const STATUS_LONG_ABOUT: &str = "\
+Show the streams of a mount: readers, writers, rate, ring fill, drops, and a line per reader.
+
+MOUNTPOINT must be the root of a mounted fuse.streamfs filesystem. --json prints one JSON
+document on one line (schema 1: every statistic of the mount and of each stream, readers as
+objects). --watch refreshes every second: on a terminal it redraws the screen; otherwise it
+prints the table again after a blank line, or with --json one document per line (JSON
+Lines), until stopped.";
+
 /// A FUSE filesystem whose files are live, in-memory broadcast streams: every reader of a
 /// file gets every byte written to it after a replay of its recent history.
 #[derive(Parser, Debug)]
 #[command(
     name = "streamfs",
     version,
+    override_usage = USAGE,
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -70,11 +102,12 @@ struct Cli {
     options: Vec<String>,
 
     /// Per-reader buffer [default: 6MB]; overrides -o channel_buffer_size
-    #[arg(long, value_name = "SIZE")]
+    // Values starting with '-' reach the size parser, which names the problem.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     channel_buffer_size: Option<String>,
 
     /// Per-stream replay history [default: 6MB; 0 disables]; overrides -o ring_buffer_size
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     ring_buffer_size: Option<String>,
 
     /// Stay in the foreground, logging to stderr
@@ -93,22 +126,58 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// End every stream of a mount (readers get EOF), unmount it and end its daemon
+    #[command(override_usage = STOP_USAGE, long_about = STOP_LONG_ABOUT)]
     Stop {
+        /// The root of a mounted streamfs
+        #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
-        /// Seconds to wait for the daemon to finish
-        #[arg(long, default_value_t = 10)]
+        /// Seconds to wait for the streams to end, the unmount and the daemon's exit; after
+        /// that, exit 1
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
         timeout: u64,
     },
     /// Show the streams of a mount: readers, writers, ring fill, drops
+    #[command(override_usage = STATUS_USAGE, long_about = STATUS_LONG_ABOUT)]
     Status {
+        /// The root of a mounted streamfs
+        #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
-        /// Print JSON for scripts
+        /// Print JSON for scripts (one document on one line)
         #[arg(long)]
         json: bool,
-        /// Refresh every second, like top
+        /// Refresh every second (redraws a terminal; JSON Lines or repeated tables otherwise)
         #[arg(long)]
         watch: bool,
     },
+    /// Print the man page or shell completions, made from this command line's definition
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Generate {
+    /// The man page, as roff (man -l -)
+    Man,
+    /// A shell's completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Why a mount was not attempted: bad input (exit 2) or a refusal (exit 1).
+enum SetupError {
+    Usage(String),
+    Refused(String),
+}
+
+impl From<String> for SetupError {
+    fn from(s: String) -> SetupError {
+        SetupError::Usage(s)
+    }
 }
 
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -116,7 +185,147 @@ fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn settings(cli: Cli) -> Result<DaemonSettings, String> {
+fn failure(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("streamfs: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Writes all of `bytes` to stdout. A closed pipe (`| head`) ends the command quietly with
+/// status 0; another error ends it with status 1.
+fn write_stdout(out: &mut impl Write, bytes: &[u8]) -> Result<(), ExitCode> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => Err(failure(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn status(mountpoint: &Path, json: bool, watch: bool) -> ExitCode {
+    let terminal = io::stdout().is_terminal();
+    let mut out = io::stdout().lock();
+    let mut first = true;
+    loop {
+        let s = match control::collect(mountpoint) {
+            Ok(s) => s,
+            Err(e) => return failure(e),
+        };
+        let mut text = String::new();
+        if watch && terminal {
+            text.push_str("\x1b[H\x1b[2J");
+        } else if watch && !json && !first {
+            text.push('\n');
+        }
+        text.push_str(&if json {
+            control::render_json(&s)
+        } else {
+            control::render_table(&s)
+        });
+        if let Err(code) = write_stdout(&mut out, text.as_bytes()) {
+            return code;
+        }
+        if !watch {
+            return ExitCode::SUCCESS;
+        }
+        first = false;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Text as roff body lines: backslashes and hyphens escaped, no line taken for a request.
+fn roff_text(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let l = line.replace('\\', "\\e").replace('-', "\\-");
+        if l.trim().is_empty() {
+            out.push_str(".PP\n");
+            continue;
+        }
+        if l.starts_with('.') || l.starts_with('\'') {
+            out.push_str("\\&");
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The COMMANDS section: each visible subcommand's usage, description and options, from its
+/// clap definition (clap_mangen would point to separate pages for them).
+fn roff_commands(cmd: &clap::Command) -> String {
+    let mut out = String::from(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out.push_str(&format!(".SS {}\n", sub.get_name()));
+        if let Some(usage) = sub.get_overridden_usage() {
+            out.push_str(".B\n");
+            out.push_str(&roff_text(&usage.to_string()));
+        }
+        if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+            out.push_str(".PP\n");
+            out.push_str(&roff_text(&about.to_string()));
+        }
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            let value = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+            let header = match (arg.is_positional(), arg.get_long()) {
+                (true, _) | (false, None) => format!("\\fI{value}\\fR"),
+                (false, Some(long)) if arg.get_action().takes_values() => {
+                    format!("\\fB\\-\\-{}\\fR \\fI{value}\\fR", long.replace('-', "\\-"))
+                }
+                (false, Some(long)) => format!("\\fB\\-\\-{}\\fR", long.replace('-', "\\-")),
+            };
+            out.push_str(&format!(".TP\n{header}\n"));
+            let mut help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            if let Some(d) = arg.get_default_values().first() {
+                help.push_str(&format!(" [default: {}]", d.to_string_lossy()));
+            }
+            out.push_str(&roff_text(&help));
+        }
+    }
+    out
+}
+
+/// The man page: one page for the whole command, made from the clap definition.
+fn man_page() -> io::Result<Vec<u8>> {
+    let cmd = Cli::command().disable_help_subcommand(true);
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut buf = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    man.render_options_section(&mut buf)?;
+    buf.extend_from_slice(roff_commands(&cmd).as_bytes());
+    man.render_extra_section(&mut buf)?;
+    man.render_version_section(&mut buf)?;
+    Ok(buf)
+}
+
+fn generate(what: Generate) -> ExitCode {
+    let buf = match what {
+        Generate::Man => match man_page() {
+            Ok(buf) => buf,
+            Err(e) => return failure(format!("man page: {e}")),
+        },
+        Generate::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "streamfs", &mut buf);
+            buf
+        }
+    };
+    match write_stdout(&mut io::stdout().lock(), &buf) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
     let mut mount = MountSettings::default();
     for o in &cli.options {
         mount.apply_options(o).map_err(|e| e.to_string())?;
@@ -140,17 +349,21 @@ fn settings(cli: Cli) -> Result<DaemonSettings, String> {
             mount.fsname = src.to_string_lossy().into_owned();
         }
     }
-    let meta = std::fs::metadata(&mountpoint)
-        .map_err(|e| format!("invalid mountpoint '{}': {e}", mountpoint.display()))?;
+    let invalid = |e: io::Error| {
+        if control::is_dead_mount_error(&e) {
+            SetupError::Refused(control::dead_mount_message(&mountpoint))
+        } else {
+            SetupError::Usage(format!("invalid mountpoint '{}': {e}", show(&mountpoint)))
+        }
+    };
+    let meta = std::fs::metadata(&mountpoint).map_err(invalid)?;
     if !meta.is_dir() {
-        return Err(format!(
+        return Err(SetupError::Usage(format!(
             "invalid mountpoint '{}': not a directory",
-            mountpoint.display()
-        ));
+            show(&mountpoint)
+        )));
     }
-    let mountpoint = mountpoint
-        .canonicalize()
-        .map_err(|e| format!("invalid mountpoint '{}': {e}", mountpoint.display()))?;
+    let mountpoint = mountpoint.canonicalize().map_err(invalid)?;
     Ok(DaemonSettings {
         mountpoint,
         mount,
@@ -166,58 +379,32 @@ fn main() -> ExitCode {
         Some(Command::Stop {
             mountpoint,
             timeout,
-        }) => match streamfs::control::stop(&mountpoint, Duration::from_secs(timeout)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("streamfs: {e}");
-                ExitCode::FAILURE
+        }) => match control::stop(&mountpoint, Duration::from_secs(timeout)) {
+            Ok(done) => {
+                match write_stdout(&mut io::stdout(), format!("streamfs: {done}\n").as_bytes()) {
+                    Ok(()) | Err(_) => ExitCode::SUCCESS,
+                }
             }
+            Err(e) => failure(e),
         },
         Some(Command::Status {
             mountpoint,
             json,
             watch,
-        }) => loop {
-            match streamfs::control::collect(&mountpoint) {
-                Ok(rows) => {
-                    let out = if json {
-                        streamfs::control::render_json(&rows)
-                    } else {
-                        streamfs::control::render_table(&rows)
-                    };
-                    if watch {
-                        print!("\x1b[H\x1b[2J");
-                    }
-                    print!("{out}");
-                }
-                Err(e) => {
-                    eprintln!("streamfs: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if !watch {
-                return ExitCode::SUCCESS;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        },
+        }) => status(&mountpoint, json, watch),
+        Some(Command::Generate { what }) => generate(what),
         None => {
             let s = match settings(cli) {
                 Ok(s) => s,
-                Err(e) => return usage_error(e),
+                Err(SetupError::Usage(e)) => return usage_error(e),
+                Err(SetupError::Refused(e)) => return failure(e),
             };
             if daemon::is_mount_point(&s.mountpoint) {
-                eprintln!(
-                    "streamfs: {}",
-                    daemon::StartError::AlreadyMounted(s.mountpoint.display().to_string())
-                );
-                return ExitCode::FAILURE;
+                return failure(daemon::StartError::AlreadyMounted(show(&s.mountpoint)));
             }
             match daemon::run(s) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("streamfs: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failure(e),
             }
         }
     }
