@@ -45,7 +45,7 @@ fn splice_and_sendfile_writers_keep_the_ring_within_its_budget() {
     let cases = [
         (
             "pv (splice from a pipe)",
-            format!("head -c 64M /dev/zero | pv -q > {{f}}"),
+            "head -c 64M /dev/zero | pv -q > {f}".to_string(),
         ),
         (
             "shutil.copyfile (sendfile)",
