@@ -88,6 +88,28 @@ fn pending_for(tid: u32) -> Option<Pending> {
     pending_from_status(&status)
 }
 
+/// Most thread statuses read per scan. Reading one costs a few microseconds; with more
+/// parked operations than this, each scan takes the next ones in turn, so that 10,000 idle
+/// readers cost a few percent of a core (each is then looked at every 2.5 s) instead of a
+/// whole core.
+pub const SCAN_BUDGET: usize = 200;
+
+/// One parked operation the watchdog may end.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+enum Op {
+    Read { reader: u64, read: u64 },
+    Write { write: u64 },
+}
+
+/// The window of `len` sorted keys to look at this scan: up to `budget` keys after
+/// `cursor` (the last key looked at), wrapping around.
+pub fn window<K: Ord + Copy>(keys: &[K], cursor: Option<K>, budget: usize) -> Vec<usize> {
+    let start = cursor.map_or(0, |c| keys.partition_point(|k| *k <= c));
+    (0..budget.min(keys.len()))
+        .map(|i| (start + i) % keys.len())
+        .collect()
+}
+
 /// Starts the watchdog thread; it ends when `stop` is set.
 pub fn spawn(
     ns: Arc<Namespace>,
@@ -96,44 +118,60 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("interrupts".into())
         .spawn(move || {
-            // Parked reads seen with a process-wide signal pending at the last scan.
-            let mut seen: HashSet<(u64, u64)> = HashSet::new();
+            // Parked operations seen with a process-wide signal pending when last looked at.
+            let mut seen: HashSet<(u64, Op)> = HashSet::new();
+            let mut cursor: Option<(u64, Op)> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(SCAN_INTERVAL);
                 if ns.parked_total() == 0 {
                     seen.clear();
                     continue;
                 }
-                let mut next = HashSet::new();
-                let mut should_cancel = |key: (u64, u64), tid: u32| match pending_for(tid) {
-                    Some(Pending::Thread) => true,
-                    Some(Pending::Process { single_thread }) => {
-                        // A multi-threaded process may take the signal on another thread;
-                        // act when it stays pending across two scans.
-                        if single_thread || seen.contains(&key) {
-                            true
-                        } else {
-                            next.insert(key);
-                            false
-                        }
-                    }
-                    Some(Pending::None) | None => false,
-                };
+                let mut ops: Vec<((u64, Op), u32, Arc<crate::stream::Stream>)> = Vec::new();
                 for stream in ns.streams() {
                     for p in stream.parked_reads() {
-                        if should_cancel((stream.id(), p.read), p.tag)
-                            && stream.cancel_read(p.reader, p.read)
-                        {
-                            log::debug!("read of thread {} interrupted by a signal", p.tag);
-                        }
+                        let op = Op::Read {
+                            reader: p.reader,
+                            read: p.read,
+                        };
+                        ops.push(((stream.id(), op), p.tag, stream.clone()));
                     }
-                    for (id, tid) in stream.blocked_writes() {
-                        if should_cancel((stream.id(), id), tid) && stream.cancel_write(id) {
-                            log::debug!("write of thread {tid} interrupted by a signal");
-                        }
+                    for (write, tid) in stream.blocked_writes() {
+                        ops.push(((stream.id(), Op::Write { write }), tid, stream.clone()));
                     }
                 }
-                seen = next;
+                if ops.is_empty() {
+                    continue;
+                }
+                ops.sort_unstable_by_key(|o| o.0);
+                let keys: Vec<(u64, Op)> = ops.iter().map(|o| o.0).collect();
+                seen.retain(|k| keys.binary_search(k).is_ok());
+                for i in window(&keys, cursor, SCAN_BUDGET) {
+                    let (key, tid, stream) = &ops[i];
+                    cursor = Some(*key);
+                    let cancel = match pending_for(*tid) {
+                        Some(Pending::Thread) => true,
+                        // A multi-threaded process may take the signal on another thread;
+                        // act when it is still pending the next time.
+                        Some(Pending::Process { single_thread }) => {
+                            single_thread || !seen.insert(*key)
+                        }
+                        Some(Pending::None) | None => {
+                            seen.remove(key);
+                            false
+                        }
+                    };
+                    if !cancel {
+                        continue;
+                    }
+                    let done = match key.1 {
+                        Op::Read { reader, read } => stream.cancel_read(reader, read),
+                        Op::Write { write } => stream.cancel_write(write),
+                    };
+                    if done {
+                        log::debug!("{:?} of thread {tid} interrupted by a signal", key.1);
+                    }
+                }
             }
         })
 }
@@ -216,6 +254,21 @@ mod tests {
             1,
         );
         assert_eq!(pending_from_status(&s), Some(Pending::None));
+    }
+
+    #[test]
+    fn scans_take_the_next_keys_in_turn() {
+        let keys = [1, 2, 3, 4, 5];
+        assert_eq!(window(&keys, None, 2), [0, 1]);
+        assert_eq!(window(&keys, Some(2), 2), [2, 3]);
+        assert_eq!(window(&keys, Some(4), 3), [4, 0, 1], "wraps around");
+        assert_eq!(
+            window(&keys, Some(3), 10),
+            [3, 4, 0, 1, 2],
+            "each at most once"
+        );
+        assert_eq!(window(&keys, Some(9), 1), [0]);
+        assert!(window::<u8>(&[], None, 5).is_empty());
     }
 
     #[test]

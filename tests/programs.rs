@@ -379,8 +379,9 @@ fn a_stopped_viewer_drops_without_disturbing_the_encoder_or_the_other_viewers() 
     ];
     wait_readers(&cam, 3);
     let pid = stopped.proc.child.id();
+    // A stop signal does not end a waiting read (as on a pipe): the viewer stops once its
+    // read returns with the encoder's first write.
     kill(pid, libc::SIGSTOP);
-    wait_for("the viewer to stop", HANG, || proc_state(pid) == Some('T'));
     let secs = 5;
     let mut enc = encoder(
         &cam,
@@ -388,6 +389,7 @@ fn a_stopped_viewer_drops_without_disturbing_the_encoder_or_the_other_viewers() 
         secs,
         "-c:v mpeg2video -b:v 3M",
     );
+    wait_for("the viewer to stop", HANG, || proc_state(pid) == Some('T'));
     assert!(enc.wait(HANG).success(), "the encoder failed");
     assert_eq!(proc_state(pid), Some('T'), "the stopped viewer ran");
     let readers = readers_of(&cam);
