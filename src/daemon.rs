@@ -17,7 +17,6 @@ use log::{error, info, warn};
 use crate::fs::StreamFs;
 use crate::namespace::Namespace;
 use crate::options::MountSettings;
-use crate::watchdog;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -163,9 +162,9 @@ fn session_config(m: &MountSettings) -> Config {
     } else {
         SessionACL::Owner
     };
-    // Handlers never wait (parked reads hold no thread); two threads keep one core busy
-    // decoding while the other replies.
-    config.n_threads = Some(2);
+    // fuser sees only the small requests (the gate answers READ and WRITE on its own two
+    // threads), and one thread must read its socket so that a DESTROY ends the session.
+    config.n_threads = Some(1);
     config
 }
 
@@ -449,6 +448,8 @@ fn serve(
     let mp = s.mountpoint.display().to_string();
     let config = session_config(&s.mount);
     let acl = config.acl;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut watchdog = None;
     let session = match crate::mount::mount(
         &s.mountpoint,
         &crate::mount::MountRequest {
@@ -456,8 +457,11 @@ fn serve(
             options: &s.mount.kernel,
         },
     )
-    .and_then(|fd| Session::from_fd(fs, fd, acl, config))
-    {
+    .and_then(|dev| fs.start_gate(dev, stop.clone()))
+    .and_then(|(fd, w)| {
+        watchdog = Some(w);
+        Session::from_fd(fs, fd, acl, config)
+    }) {
         Ok(session) => session,
         Err(e) => {
             let hint = if e.kind() == io::ErrorKind::NotFound || !Path::new("/dev/fuse").exists() {
@@ -478,9 +482,6 @@ fn serve(
         crate::size::HumanSize(s.mount.budgets.ring)
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let watchdog = watchdog::spawn(ns.clone(), stop.clone())
-        .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
     {
         let ns = ns.clone();
         let mountpoint = s.mountpoint.clone();
@@ -501,7 +502,9 @@ fn serve(
     let result = session.run();
     ns.shutdown();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = watchdog.join();
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
     info!("unmounted {mp}");
     result.map_err(|e| StartError::Other(format!("session ended: {e}")))
 }

@@ -15,5 +15,4 @@ pub mod ratelimit;
 pub mod size;
 pub mod stream;
 pub mod sync;
-pub mod watchdog;
 pub mod xattr;

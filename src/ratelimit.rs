@@ -68,7 +68,7 @@ impl RateLimit {
                     self.interval
                 );
             }
-            log::info!("{}", make());
+            log::info!(target: "streamfs", "{}", make());
         }
     }
 }

@@ -7,7 +7,6 @@
 //! Reads that find nothing queued are parked in the core with their `ReplyData` and answered
 //! later from the thread that makes them answerable, so no session thread ever waits.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -17,16 +16,14 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
-    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyXattr, Request, TimeOrNow,
 };
 use log::{debug, info, warn};
-use parking_lot::Mutex;
 
 use crate::namespace::Namespace;
 use crate::options::MountSettings;
-use crate::stream::{Meta, ReadMode, ReadOutcome, Reader, Readiness, Stream, StreamError, Writer};
+use crate::stream::{Meta, Readiness, Stream, StreamError};
 use crate::xattr;
 
 /// Largest request the kernel is asked for (writes, and so reads): 1 MiB.
@@ -36,82 +33,28 @@ const PAGE_SIZE: u32 = 4096;
 const TTL: Duration = Duration::ZERO;
 const ROOT: INodeNo = INodeNo::ROOT;
 
+pub mod gate;
+mod io;
+pub mod watchdog;
 mod writes;
 
-/// The errno for a core error, in one place.
+use io::{Handle, Io};
+
+/// The errno for a core error (see `io::errno`), as fuser takes it.
 fn errno(e: StreamError) -> Errno {
-    match e {
-        // A write to a removed stream: like a pipe whose readers are gone.
-        StreamError::Removed => Errno::EPIPE,
-        StreamError::NotFound => Errno::ENOENT,
-        StreamError::Exists => Errno::EEXIST,
-        // A write waiting for room (slow_reader=block) whose writer got a signal.
-        StreamError::Interrupted => Errno::EINTR,
-        // The memory limit, or max_streams: what a full disk says to a writer or a creator.
-        StreamError::NoMemory | StreamError::TooManyStreams => Errno::ENOSPC,
-        // max_readers: as the per-process limit on open files does.
-        StreamError::TooManyReaders => Errno::EMFILE,
-        StreamError::InvalidName => Errno::EINVAL,
-    }
-}
-
-/// One open file: a reader, a writer or both (O_RDWR).
-struct Handle {
-    stream: Arc<Stream>,
-    reader: Option<Reader>,
-    writer: Option<Writer>,
-    /// Opened with O_APPEND: the kernel then gives each write() the stream's size as its
-    /// offset, so any offset may begin a write in pieces.
-    append: bool,
-    /// The write in pieces being received through this handle (see `writes.rs`).
-    track: writes::SharedTrack,
-}
-
-impl writes::Finish for Handle {
-    fn finish_idle(&self, generation: u64) {
-        let mut t = self.track.lock();
-        if t.generation == generation && t.take_open() {
-            if let Some(w) = &self.writer {
-                w.finish(0, ignore_result());
-            }
-        }
-    }
-}
-
-impl Handle {
-    /// Finishes the unit left open by the handle's last write, if any (its write() has
-    /// returned: the handle is being released).
-    fn finish_open_unit(&self) {
-        if self.track.lock().take_open() {
-            if let Some(w) = &self.writer {
-                w.finish(0, ignore_result());
-            }
-        }
-    }
-}
-
-/// A write answer nobody waits for: a unit finished after its pieces were answered.
-fn ignore_result() -> crate::stream::WriteDone {
-    Box::new(|r| {
-        if let Err(e) = r {
-            debug!("a write finished after its pieces were answered failed: {e}");
-        }
-    })
+    Errno::from_i32(io::errno(e))
 }
 
 /// The filesystem as fuser sees it.
 pub struct StreamFs {
     ns: Arc<Namespace>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Handles and the READ/WRITE path, shared with the gate.
+    io: Arc<Io>,
     next_fh: AtomicU64,
     settings: MountSettings,
     /// The mounting user, owner of the root directory.
     owner: (u32, u32),
     mounted_at: SystemTime,
-    /// The request size the kernel accepted (see `init`): a request this full may be a piece
-    /// of a larger write().
-    max_write: AtomicU64,
-    finisher: writes::IdleFinisher,
 }
 
 impl StreamFs {
@@ -120,13 +63,11 @@ impl StreamFs {
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
         Ok(StreamFs {
             ns,
-            handles: Mutex::new(HashMap::new()),
+            io: Arc::new(Io::new(u64::from(MAX_REQUEST))?),
             next_fh: AtomicU64::new(1),
             settings,
             owner,
             mounted_at: SystemTime::now(),
-            max_write: AtomicU64::new(u64::from(MAX_REQUEST)),
-            finisher: writes::IdleFinisher::spawn()?,
         })
     }
 
@@ -179,7 +120,7 @@ impl StreamFs {
     }
 
     fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
-        self.handles.lock().get(&fh.0).cloned()
+        self.io.handle(fh.0)
     }
 
     /// The stream an inode names: a live one, or (with a handle) a removed one still open.
@@ -190,7 +131,8 @@ impl StreamFs {
         // fstat() of an open stream after rm: the kernel sends GETATTR (and fgetxattr sends
         // GETXATTR) with the inode only, so look among the open handles.
         self.ns.get(ino.0).or_else(|| {
-            self.handles
+            self.io
+                .handles
                 .lock()
                 .values()
                 .find(|h| h.stream.id() == ino.0)
@@ -233,7 +175,7 @@ impl StreamFs {
                 }
             )
         });
-        self.handles.lock().insert(
+        self.io.handles.lock().insert(
             fh,
             Arc::new(Handle {
                 stream,
@@ -247,6 +189,18 @@ impl StreamFs {
     }
 
     /// The stream's name for log lines, escaped ("#7 (removed)" once it has none).
+    /// Starts the gate on the mount's /dev/fuse descriptor (see `gate.rs`) and the
+    /// watchdog of interrupted requests; returns the descriptor for fuser's session.
+    pub fn start_gate(
+        &self,
+        dev: std::os::fd::OwnedFd,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
+        let fd = gate::start(dev, self.io.clone(), MAX_REQUEST as usize)?;
+        let watchdog = watchdog::spawn(self.io.clone(), stop)?;
+        Ok((fd, watchdog))
+    }
+
     fn name_of(&self, stream: &Stream) -> String {
         match self.ns.name(stream.id()) {
             Some(n) => crate::escape::escape_bytes(&n),
@@ -322,7 +276,9 @@ impl Filesystem for StreamFs {
         if let Err(nearest) = config.set_max_write(MAX_REQUEST) {
             warn!("kernel refused {MAX_REQUEST}-byte writes; using {nearest}");
             let _ = config.set_max_write(nearest);
-            self.max_write.store(u64::from(nearest), Ordering::Relaxed);
+            self.io
+                .max_write
+                .store(u64::from(nearest), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -560,116 +516,7 @@ impl Filesystem for StreamFs {
         }
     }
 
-    fn read(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        flags: OpenFlags,
-        lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        debug!("read(ino={ino:?}, fh={fh:?}, size={size}, flags={flags:?})");
-        if lock_owner.is_none() {
-            // read(2) and readv(2) of a direct-I/O file always name their lock owner; a READ
-            // without one comes from the page cache (a private mmap faulting, splice or
-            // sendfile into a pipe), which a stream cannot serve: refuse it at once rather
-            // than hand out queued bytes as file contents or park while the kernel holds the
-            // page locked.
-            debug!("page-cache read at offset {offset}, refused");
-            return reply.error(Errno::EIO);
-        }
-        let Some(h) = self.handle(fh).filter(|h| h.reader.is_some()) else {
-            return reply.error(Errno::EBADF);
-        };
-        if size == 0 {
-            return reply.data(&[]);
-        }
-        // Every read() of a stream handle starts at offset 0, and the kernel splits one larger
-        // than a request into requests at increasing offsets, sending the next only when the
-        // previous one came back full. A READ past offset 0 therefore continues a call that
-        // already has bytes: it takes what is queued now and never waits, and an empty answer
-        // ends the call with what it has (it is EOF only for a call's first request).
-        let continuation = offset > 0;
-        let mode = if continuation || flags.0 & libc::O_NONBLOCK != 0 {
-            ReadMode::NonBlocking
-        } else {
-            ReadMode::Wait
-        };
-        let deliver = Box::new(move |outcome: ReadOutcome| match outcome {
-            ReadOutcome::Data(d) => reply.data(&d),
-            ReadOutcome::Eof => reply.data(&[]),
-            ReadOutcome::WouldBlock if continuation => reply.data(&[]),
-            ReadOutcome::WouldBlock => reply.error(Errno::EAGAIN),
-            ReadOutcome::Interrupted => reply.error(Errno::EINTR),
-        });
-        let r = h.reader.as_ref().expect("filtered above");
-        r.read(size as usize, mode, req.pid(), deliver);
-    }
-
-    fn write(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        debug!(
-            "write(ino={ino:?}, fh={fh:?}, offset={offset}, len={})",
-            data.len()
-        );
-        let Some(h) = self.handle(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        let Some(writer) = &h.writer else {
-            return reply.error(Errno::EBADF);
-        };
-        let tid = req.pid();
-        let len = data.len() as u32;
-        let max_write = self.max_write.load(Ordering::Relaxed);
-        // The track's lock is held until the request is handed to the core, so that the
-        // idle finisher cannot finish the unit between the decision and the append.
-        let mut track = h.track.lock();
-        let action = track.on_request(offset, data.len() as u64, max_write, h.append, || {
-            writes::call_length(tid)
-        });
-        let step = match action {
-            writes::Action::FinishThen(step) => {
-                writer.finish(tid, ignore_result());
-                step
-            }
-            writes::Action::Do(step) => step,
-        };
-        let done: crate::stream::WriteDone = Box::new(move |result| match result {
-            Ok(()) => reply.written(len),
-            Err(e) => reply.error(errno(e)),
-        });
-        match step {
-            writes::Step::Whole | writes::Step::Last => {
-                writer.submit(data, tid, done);
-            }
-            writes::Step::Extend => match writer.append(data, tid) {
-                Ok(()) => {
-                    let generation = track.generation;
-                    drop(track);
-                    let handle: Arc<dyn writes::Finish> = h.clone();
-                    self.finisher.arm(&handle, generation);
-                    done(Ok(()));
-                }
-                Err(e) => {
-                    track.take_open();
-                    done(Err(e));
-                }
-            },
-        }
-    }
+    // READ and WRITE never reach fuser: the gate answers them (see `gate.rs` and `io.rs`).
 
     fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
         reply.ok();
@@ -688,7 +535,7 @@ impl Filesystem for StreamFs {
         debug!("release(ino={ino:?}, fh={fh:?})");
         // A write() in pieces whose last piece was full ends with the handle; dropping the
         // handle then unregisters its reader and writer.
-        let h = self.handles.lock().remove(&fh.0);
+        let h = self.io.handles.lock().remove(&fh.0);
         if let Some(h) = &h {
             h.finish_open_unit();
         }

@@ -1,14 +1,13 @@
-//! Ends parked reads (and writes blocked by `slow_reader=block`) whose caller has a signal
-//! pending.
+//! Reads what a thread has pending from /proc, and ends the waiting requests that the
+//! kernel interrupted but that were left waiting (see `io.rs`) once a fatal signal follows.
 //!
-//! fuser answers FUSE_INTERRUPT with ENOSYS, after which the kernel waits for a sent READ
-//! without regard to signals: a process blocked on an empty stream could not be killed, even
-//! with SIGKILL. This watchdog looks, every [`SCAN_INTERVAL`], at the status of each thread
-//! with a parked read (the request's pid is the thread id) and answers the read with EINTR
-//! when a signal is pending that the thread neither blocks nor ignores. Programs retry
-//! interrupted reads (cat, ffmpeg, Python) or die of the signal, as they would on a pipe.
-//!
-//! Knows the core's parked-read listing and Linux's /proc, not FUSE.
+//! The kernel announces a signal to a waiting request once, with FUSE_INTERRUPT. A stop,
+//! continue or ignored-by-default signal leaves the request waiting (as a read on a pipe
+//! would go on waiting); its caller then sleeps in D state until the answer, and a SIGKILL
+//! or SIGTERM sent after that is not announced again. This watchdog looks, every
+//! [`SCAN_INTERVAL`], at the status of those callers' threads only (the request's pid is the
+//! thread id), and answers EINTR when a signal is pending that the thread neither blocks
+//! nor ignores. Idle readers that no signal touched are never looked at.
 
 #![forbid(unsafe_code)]
 
@@ -16,8 +15,9 @@ use std::collections::HashSet;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::namespace::Namespace;
-use crate::sync::{Arc, Ordering};
+use super::io::Io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// How often parked reads are checked. A killed reader ends within about twice this.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
@@ -83,7 +83,8 @@ pub fn pending_from_status(status: &str) -> Option<Pending> {
     })
 }
 
-fn pending_for(tid: u32) -> Option<Pending> {
+/// The pending-signal state of thread `tid` now.
+pub fn pending_for(tid: u32) -> Option<Pending> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     pending_from_status(&status)
 }
@@ -93,13 +94,6 @@ fn pending_for(tid: u32) -> Option<Pending> {
 /// readers cost a few percent of a core (each is then looked at every 2.5 s) instead of a
 /// whole core.
 pub const SCAN_BUDGET: usize = 200;
-
-/// One parked operation the watchdog may end.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-enum Op {
-    Read { reader: u64, read: u64 },
-    Write { write: u64 },
-}
 
 /// The window of `len` sorted keys to look at this scan: up to `budget` keys after
 /// `cursor` (the last key looked at), wrapping around.
@@ -112,64 +106,42 @@ pub fn window<K: Ord + Copy>(keys: &[K], cursor: Option<K>, budget: usize) -> Ve
 
 /// Starts the watchdog thread; it ends when `stop` is set.
 pub fn spawn(
-    ns: Arc<Namespace>,
+    io: Arc<Io>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("interrupts".into())
         .spawn(move || {
-            // Parked operations seen with a process-wide signal pending when last looked at.
-            let mut seen: HashSet<(u64, Op)> = HashSet::new();
-            let mut cursor: Option<(u64, Op)> = None;
+            // Requests seen with a process-wide signal pending when last looked at.
+            let mut seen: HashSet<u64> = HashSet::new();
+            let mut cursor: Option<u64> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(SCAN_INTERVAL);
-                if ns.parked_total() == 0 {
+                let mut waiting = io.interrupted();
+                if waiting.is_empty() {
                     seen.clear();
                     continue;
                 }
-                let mut ops: Vec<((u64, Op), u32, Arc<crate::stream::Stream>)> = Vec::new();
-                for stream in ns.streams() {
-                    for p in stream.parked_reads() {
-                        let op = Op::Read {
-                            reader: p.reader,
-                            read: p.read,
-                        };
-                        ops.push(((stream.id(), op), p.tag, stream.clone()));
-                    }
-                    for (write, tid) in stream.blocked_writes() {
-                        ops.push(((stream.id(), Op::Write { write }), tid, stream.clone()));
-                    }
-                }
-                if ops.is_empty() {
-                    continue;
-                }
-                ops.sort_unstable_by_key(|o| o.0);
-                let keys: Vec<(u64, Op)> = ops.iter().map(|o| o.0).collect();
+                waiting.sort_unstable();
+                let keys: Vec<u64> = waiting.iter().map(|w| w.0).collect();
                 seen.retain(|k| keys.binary_search(k).is_ok());
                 for i in window(&keys, cursor, SCAN_BUDGET) {
-                    let (key, tid, stream) = &ops[i];
-                    cursor = Some(*key);
-                    let cancel = match pending_for(*tid) {
+                    let (unique, tid) = waiting[i];
+                    cursor = Some(unique);
+                    let cancel = match pending_for(tid) {
                         Some(Pending::Thread) => true,
                         // A multi-threaded process may take the signal on another thread;
                         // act when it is still pending the next time.
                         Some(Pending::Process { single_thread }) => {
-                            single_thread || !seen.insert(*key)
+                            single_thread || !seen.insert(unique)
                         }
                         Some(Pending::None) | None => {
-                            seen.remove(key);
+                            seen.remove(&unique);
                             false
                         }
                     };
-                    if !cancel {
-                        continue;
-                    }
-                    let done = match key.1 {
-                        Op::Read { reader, read } => stream.cancel_read(reader, read),
-                        Op::Write { write } => stream.cancel_write(write),
-                    };
-                    if done {
-                        log::debug!("{:?} of thread {tid} interrupted by a signal", key.1);
+                    if cancel && io.cancel(unique) {
+                        log::debug!("request of thread {tid} interrupted by a signal");
                     }
                 }
             }
