@@ -45,7 +45,7 @@ pub struct Handle {
 impl writes::Finish for Handle {
     fn finish_idle(&self, generation: u64) {
         let mut t = self.track.lock();
-        if t.generation == generation && t.take_open() {
+        if t.generation == generation && !t.cut_short() && t.take_open() {
             if let Some(w) = &self.writer {
                 w.finish(0, ignore_result());
             }
@@ -54,12 +54,22 @@ impl writes::Finish for Handle {
 }
 
 impl Handle {
-    /// Finishes the unit left open by the handle's last write, if any (its write() has
-    /// returned: the handle is being released).
-    pub fn finish_open_unit(&self) {
-        if self.track.lock().take_open() {
+    /// Ends the unit left open by the handle's last write, if any, as the handle is
+    /// released: finished when its write() returned, abandoned when it is known to have been
+    /// cut short (its writer died between two pieces).
+    pub fn end_open_unit(&self) {
+        let mut t = self.track.lock();
+        let cut_short = t.cut_short();
+        if t.take_open() {
             if let Some(w) = &self.writer {
-                w.finish(0, ignore_result());
+                if cut_short {
+                    let lost = w.abandon();
+                    log::warn!(
+                        "a write cut short by its writer's end was dropped ({lost} bytes received)"
+                    );
+                } else {
+                    w.finish(0, ignore_result());
+                }
             }
         }
     }
@@ -179,6 +189,7 @@ impl Io {
         unique: u64,
         reply: impl Reply,
     ) {
+        debug!("read(fh={fh}, offset={offset}, size={size}, nonblock={nonblock})");
         if !lock_owner {
             // read(2) and readv(2) of a direct-I/O file always name their lock owner; a READ
             // without one comes from the page cache (a private mmap faulting, splice or
@@ -239,6 +250,7 @@ impl Io {
         unique: u64,
         reply: impl Reply,
     ) {
+        debug!("write(fh={fh}, offset={offset}, len={})", data.len());
         let Some(h) = self.handle(fh) else {
             return reply.error(libc::EBADF);
         };

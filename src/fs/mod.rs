@@ -537,7 +537,7 @@ impl Filesystem for StreamFs {
         // handle then unregisters its reader and writer.
         let h = self.io.handles.lock().remove(&fh.0);
         if let Some(h) = &h {
-            h.finish_open_unit();
+            h.end_open_unit();
         }
         drop(h);
         reply.ok();

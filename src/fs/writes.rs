@@ -132,6 +132,14 @@ impl Track {
         self.generation += 1;
         open
     }
+
+    /// Whether the open unit's `write()` is known to be unfinished: its length is known and
+    /// bytes are missing. Such a unit is never finished by the idle timer (its next piece
+    /// is on its way), and one left at release was cut short (its writer died in the
+    /// middle): it is abandoned, so that readers get all of a write or none of it.
+    pub fn cut_short(&self) -> bool {
+        self.next.is_some() && self.remaining.is_some_and(|r| r > 0)
+    }
 }
 
 /// The byte count of the call thread `tid` is blocked in, from `/proc/TID/syscall`
@@ -333,6 +341,19 @@ mod tests {
             eprintln!("case: {name}");
             run(true, rows);
         }
+    }
+
+    #[test]
+    fn a_unit_of_known_length_missing_bytes_is_cut_short() {
+        let mut t = Track::default();
+        t.on_request(0, MIB, MIB, false, || Some(3 * MIB));
+        assert!(t.cut_short());
+        t.on_request(MIB, MIB, MIB, false, || None);
+        assert!(t.cut_short());
+        t.on_request(2 * MIB, MIB, MIB, false, || None);
+        assert!(!t.cut_short(), "complete");
+        t.on_request(0, MIB, MIB, false, || None);
+        assert!(!t.cut_short(), "length unknown");
     }
 
     #[test]
