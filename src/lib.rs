@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod escape;
 pub mod fs;
+pub mod logging;
 pub mod memory;
 pub mod mount;
 pub mod namespace;

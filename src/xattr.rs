@@ -108,6 +108,7 @@ pub fn root_attrs(ns: &Namespace) -> Vec<(String, String)> {
     }
     [
         ("pid", std::process::id().to_string()),
+        ("log", crate::daemon::log_destination().unwrap_or_default()),
         ("streams", streams.len().to_string()),
         ("bytes_written", written.to_string()),
         ("readers", readers.to_string()),
