@@ -14,6 +14,7 @@ pub mod namespace;
 pub mod options;
 pub mod ratelimit;
 pub mod size;
+pub mod start;
 pub mod stream;
 pub mod sync;
 pub mod xattr;

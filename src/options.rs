@@ -113,10 +113,7 @@ pub struct MountSettings {
 impl Default for MountSettings {
     fn default() -> Self {
         MountSettings {
-            budgets: Budgets {
-                channel: DEFAULT_CHANNEL_BUFFER_SIZE,
-                ring: DEFAULT_RING_BUFFER_SIZE,
-            },
+            budgets: Budgets::new(DEFAULT_CHANNEL_BUFFER_SIZE, DEFAULT_RING_BUFFER_SIZE),
             policy: Policy::default(),
             kernel: KernelOptions::default(),
             uid: None,
@@ -222,6 +219,26 @@ pub fn parse_on_writer_close(value: &str) -> Result<OnWriterClose, OptionError> 
     }
 }
 
+/// Parses a `start` setting: a start spec (see `start.rs`).
+pub fn parse_start_option(value: &str) -> Result<crate::start::Start, OptionError> {
+    crate::start::parse_start(value).map_err(|e| err("start", value, e.reason))
+}
+
+/// Parses a `replay_align` setting.
+pub fn parse_align_option(value: &str) -> Result<crate::start::Align, OptionError> {
+    crate::start::parse_align(value).map_err(|e| err("replay_align", value, e))
+}
+
+/// Parses `ring_buffer_time`: a duration, or `unlimited` (also `0`) for no time bound.
+pub fn parse_ring_time(value: &str) -> Result<Option<std::time::Duration>, OptionError> {
+    match value.trim() {
+        "unlimited" | "0" => Ok(None),
+        v => crate::start::parse_duration(v)
+            .map(Some)
+            .map_err(|e| err("ring_buffer_time", value, format!("{e}, or unlimited"))),
+    }
+}
+
 fn size_err(name: &str, value: &str, e: SizeError) -> OptionError {
     err(name, value, e.to_string())
 }
@@ -306,6 +323,9 @@ impl MountSettings {
             ("ring_buffer_size", Some(v)) => self.budgets.ring = parse_ring_size(v)?,
             ("slow_reader", Some(v)) => self.policy.slow_reader = parse_slow_reader(v)?,
             ("on_writer_close", Some(v)) => self.policy.on_writer_close = parse_on_writer_close(v)?,
+            ("start", Some(v)) => self.policy.start = parse_start_option(v)?,
+            ("replay_align", Some(v)) => self.policy.align = parse_align_option(v)?,
+            ("ring_buffer_time", Some(v)) => self.budgets.ring_time = parse_ring_time(v)?,
             ("uid", Some(v)) => self.uid = Some(parse_id("uid", v)?),
             ("gid", Some(v)) => self.gid = Some(parse_id("gid", v)?),
             ("umask", Some(v)) => self.umask = Some(parse_umask(v)?),
@@ -334,6 +354,9 @@ impl MountSettings {
                 | "ring_buffer_size"
                 | "slow_reader"
                 | "on_writer_close"
+                | "start"
+                | "replay_align"
+                | "ring_buffer_time"
                 | "uid"
                 | "gid"
                 | "umask"
@@ -458,6 +481,26 @@ mod tests {
         assert!(apply("max_streams=0").is_err());
         assert!(apply("max_readers=many").is_err());
         assert!(MountSettings::default().limits.max_memory > 0);
+    }
+
+    #[test]
+    fn start_positions_and_ring_time() {
+        let m = apply("start=live,replay_align=line,ring_buffer_time=2s").unwrap();
+        assert_eq!(m.policy.start.to_string(), "live");
+        assert_eq!(m.policy.align, crate::start::Align::Line);
+        assert_eq!(m.budgets.ring_time, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(
+            apply("ring_buffer_time=unlimited")
+                .unwrap()
+                .budgets
+                .ring_time,
+            None
+        );
+        for bad in ["start=soon", "replay_align=gop", "ring_buffer_time=2"] {
+            let e = apply(bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid "), "{e}");
+            assert!(bad.ends_with(&e.value), "{e}");
+        }
     }
 
     #[test]

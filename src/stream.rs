@@ -72,6 +72,7 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 pub use crate::memory::{CHUNK_OVERHEAD, Chunk, Pool, chunk_cost};
+pub use crate::start::{Align, Origin, Start};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
 use state::{BlockedWrite, Deferred, Fate, Parked, ReaderState, State};
 
@@ -86,6 +87,20 @@ pub struct Budgets {
     pub channel: u64,
     /// Bytes (with overhead) of history kept for late joiners; 0 disables replay.
     pub ring: u64,
+    /// History older than this is dropped from the ring (`ring_buffer_time`); `None`: kept
+    /// as long as it fits.
+    pub ring_time: Option<std::time::Duration>,
+}
+
+impl Budgets {
+    /// Budgets of `channel` and `ring` bytes, without a time bound.
+    pub const fn new(channel: u64, ring: u64) -> Budgets {
+        Budgets {
+            channel,
+            ring,
+            ring_time: None,
+        }
+    }
 }
 
 /// What happens to a write that does not fit a reader's budget.
@@ -115,6 +130,10 @@ pub enum OnWriterClose {
 pub struct Policy {
     pub slow_reader: SlowReader,
     pub on_writer_close: OnWriterClose,
+    /// Where a reader that names no start begins (`start`).
+    pub start: Start,
+    /// Where any replay may begin (`replay_align`).
+    pub align: Align,
 }
 
 /// How a read finished.
@@ -211,6 +230,9 @@ pub enum StreamError {
     /// A name that cannot be a stream's (too long, or holding a reserved character).
     #[error("invalid stream name")]
     InvalidName,
+    /// A start offset older than the ring's oldest byte: that history is gone.
+    #[error("that offset is older than the ring's oldest byte")]
+    TooOld,
 }
 
 /// Whether a read may park.
@@ -238,6 +260,8 @@ pub struct ReaderStats {
     pub disconnected: bool,
     /// Reads waiting for data now.
     pub parked_reads: usize,
+    /// Absolute offset of the first byte it was given (or waits for).
+    pub start: u64,
 }
 
 /// Counters and metadata of one stream.
@@ -353,22 +377,57 @@ impl Stream {
         st.meta
     }
 
-    /// Registers a reader, queueing the ring's history for it first (atomically with the
-    /// registration). A reader of a removed stream reads EOF at once. Fails when the
-    /// namespace has `max_readers` readers. The queue entries of the replay are charged to
-    /// the pool first (shedding if need be: a reader that joins a full daemon may get less
-    /// history, or none).
+    /// Registers a reader at the stream's default start (see [`Stream::open_reader_at`]).
     pub fn open_reader(self: &Arc<Self>, label: String) -> Result<Reader, StreamError> {
+        let start = self.lock().policy.start;
+        self.open_reader_at(label, start)
+    }
+
+    /// Registers a reader that starts at `start` (resolved at the stream's `replay_align`),
+    /// queueing the ring's history from there for it first, atomically with the
+    /// registration: history, then live data, with no gap and no duplicate. A reader of a
+    /// removed stream, or of a snapshot, reads EOF after its replay. Fails when the
+    /// namespace has `max_readers` readers, and with `TooOld` for an offset older than the
+    /// ring. The queue entries of the replay are charged to the pool first (shedding if need
+    /// be: a reader that joins a full daemon may get less history, or none).
+    pub fn open_reader_at(
+        self: &Arc<Self>,
+        label: String,
+        start: Start,
+    ) -> Result<Reader, StreamError> {
         self.pool.add_reader()?;
-        let estimate = self.lock().ring.len() as u64 * crate::memory::ENTRY_COST;
+        let added = ReaderCount(&self.pool);
+        let estimate = {
+            let mut st = self.lock();
+            st.trim_ring();
+            st.ring.len() as u64 * crate::memory::ENTRY_COST
+        };
         let reserved = self.pool.reserve(estimate).is_ok();
         let mut st = self.lock();
+        let position = st.resolve(start, st.policy.align, &[])?;
         let id = st.next_id;
         st.next_id += 1;
+        let (from, skip_until) = match position {
+            // Without room for its replay's entries it starts live.
+            _ if !reserved => (st.written, 0),
+            state::Position::At(p) => (p, 0),
+            state::Position::Ahead(o) => (st.written, o),
+        };
+        let first = st
+            .ring
+            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= from);
         let queue: VecDeque<state::Entry> = if reserved {
-            st.ring.iter().map(|e| e.entry.clone()).collect()
+            st.ring
+                .iter()
+                .skip(first)
+                .map(|e| e.entry.clone())
+                .collect()
         } else {
             VecDeque::new()
+        };
+        let front_off = match (queue.front(), st.ring.get(first)) {
+            (Some(_), Some(e)) => (from - e.offset) as usize,
+            _ => 0,
         };
         let charged = queue.len() as u64 * crate::memory::ENTRY_COST;
         if reserved {
@@ -377,17 +436,24 @@ impl Stream {
             self.pool.refund(estimate);
         }
         let replay_left = queue.len();
-        let queued = queue.iter().map(|e| e.chunk.len() as u64).sum();
-        let fate = if st.removed { Fate::Ended } else { Fate::Open };
+        let queued = queue.iter().map(|e| e.chunk.len() as u64).sum::<u64>() - front_off as u64;
+        let fate = if st.removed || start.snapshot {
+            Fate::Ended
+        } else {
+            Fate::Open
+        };
+        std::mem::forget(added);
         st.readers.push(ReaderState {
             id,
             label,
             queue,
-            front_off: 0,
+            front_off,
             queued,
             replay_left,
             live_cost: 0,
             fate,
+            start: if skip_until > 0 { skip_until } else { from },
+            skip_until,
             parked: VecDeque::new(),
             wake: None,
             delivered: 0,
@@ -401,6 +467,18 @@ impl Stream {
             stream: self.clone(),
             id,
         })
+    }
+
+    /// The offset `start` would begin at now, and the stream's end: what a snapshot of it
+    /// holds is the difference.
+    pub fn resolve(&self, start: Start) -> Result<(u64, u64), StreamError> {
+        let mut st = self.lock();
+        st.trim_ring();
+        let end = st.written;
+        match st.resolve(start, st.policy.align, &[])? {
+            state::Position::At(p) => Ok((p, end)),
+            state::Position::Ahead(o) => Ok((o, end)),
+        }
     }
 
     /// Registers a writer (for counting, and for `on_writer_close`).
@@ -679,6 +757,16 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.pool.refund(crate::memory::STREAM_COST);
+    }
+}
+
+/// Takes back a reader's place in the namespace's count unless forgotten (when the reader
+/// was registered, its state gives it back).
+struct ReaderCount<'a>(&'a Pool);
+
+impl Drop for ReaderCount<'_> {
+    fn drop(&mut self) {
+        self.0.remove_reader();
     }
 }
 

@@ -20,12 +20,13 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
     for (label, r) in stream.reader_stats() {
         lines.push(format!(
             // Labels are escaped when made (see `fs::requester_label`): one line each.
-            "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={}{}\n",
+            "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={} start={}{}\n",
             r.live_cost,
             s.budgets.channel,
             r.delivered_bytes,
             r.dropped_writes,
             r.dropped_bytes,
+            r.start,
             if r.disconnected {
                 " disconnected"
             } else if r.parked_reads > 0 {
@@ -54,6 +55,14 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
         (
             "on_writer_close",
             on_writer_close_name(s.policy.on_writer_close).to_string(),
+        ),
+        ("start", s.policy.start.to_string()),
+        ("replay_align", s.policy.align.to_string()),
+        (
+            "ring_buffer_time",
+            s.budgets
+                .ring_time
+                .map_or("unlimited".into(), |d| format!("{}ms", d.as_millis())),
         ),
         ("write_rate", s.write_rate.to_string()),
         ("blocked_writes", s.blocked_writes.to_string()),
@@ -232,6 +241,18 @@ pub fn apply_setting(
         b"on_writer_close" => {
             let v = parse_on_writer_close(value).map_err(SetError::Invalid)?;
             stream.update_policy(|p| p.on_writer_close = v);
+        }
+        b"start" => {
+            let v = crate::options::parse_start_option(value).map_err(SetError::Invalid)?;
+            stream.update_policy(|p| p.start = v);
+        }
+        b"replay_align" => {
+            let v = crate::options::parse_align_option(value).map_err(SetError::Invalid)?;
+            stream.update_policy(|p| p.align = v);
+        }
+        b"ring_buffer_time" => {
+            let v = crate::options::parse_ring_time(value).map_err(SetError::Invalid)?;
+            stream.update_budgets(|b| b.ring_time = v);
         }
         _ if is_attr(stream, name) => return Err(SetError::ReadOnly),
         _ => return Err(SetError::Unknown),

@@ -32,7 +32,7 @@ fn meta() -> Meta {
 }
 
 fn budgets(channel: u64, ring: u64) -> Budgets {
-    Budgets { channel, ring }
+    Budgets::new(channel, ring)
 }
 
 /// A stream of its own, with the pool (memory and parked-read counter) it reports to.
@@ -761,7 +761,7 @@ fn limited(max_memory: u64, channel: u64, ring: u64, slow_reader: SlowReader) ->
         budgets(channel, ring),
         Policy {
             slow_reader,
-            on_writer_close: OnWriterClose::Keep,
+            ..Policy::default()
         },
         Limits {
             max_memory,
@@ -1607,6 +1607,7 @@ fn policy(slow_reader: SlowReader, on_writer_close: OnWriterClose) -> Policy {
     Policy {
         slow_reader,
         on_writer_close,
+        ..Policy::default()
     }
 }
 

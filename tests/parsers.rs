@@ -62,7 +62,7 @@ proptest! {
         name in "(channel_buffer_size|ring_buffer_size|slow_reader|on_writer_close|writes|[a-z_]{0,12})",
         value in size_like(),
     ) {
-        let ns = Namespace::new(Budgets { channel: 1000, ring: 2000 });
+        let ns = Namespace::new(Budgets::new(1000, 2000));
         let now = std::time::SystemTime::UNIX_EPOCH;
         let meta = Meta { mode: 0o644, uid: 0, gid: 0, crtime: now, ctime: now };
         let (s, _) = ns.create(b"s", meta).unwrap();

@@ -29,7 +29,7 @@ fn meta() -> Meta {
 }
 
 fn stream(channel: u64, ring: u64, policy: Policy) -> (Arc<Namespace>, Arc<Stream>) {
-    let ns = Arc::new(Namespace::with_policy(Budgets { channel, ring }, policy));
+    let ns = Arc::new(Namespace::with_policy(Budgets::new(channel, ring), policy));
     let (s, _) = ns.create(b"s", meta()).unwrap();
     (ns, s)
 }
@@ -64,7 +64,7 @@ fn drain(r: &Reader) -> Vec<u8> {
 fn blocking() -> Policy {
     Policy {
         slow_reader: SlowReader::Block,
-        on_writer_close: OnWriterClose::Keep,
+        ..Policy::default()
     }
 }
 

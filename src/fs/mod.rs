@@ -35,6 +35,7 @@ const ROOT: INodeNo = INodeNo::ROOT;
 
 pub mod gate;
 mod io;
+mod views;
 pub mod watchdog;
 mod writes;
 
@@ -54,6 +55,8 @@ pub struct StreamFs {
     settings: MountSettings,
     /// The mounting user, owner of the root directory.
     owner: (u32, u32),
+    /// `STREAM@SPEC` inodes (see `views.rs`).
+    views: views::Views,
     mounted_at: SystemTime,
 }
 
@@ -67,6 +70,7 @@ impl StreamFs {
             next_fh: AtomicU64::new(1),
             settings,
             owner,
+            views: views::Views::default(),
             mounted_at: SystemTime::now(),
         })
     }
@@ -119,6 +123,19 @@ impl StreamFs {
         }
     }
 
+    /// A view's attributes: its stream's, under its own inode; a snapshot's size is the
+    /// bytes it would replay now, so that tools that trust `st_size` copy exactly that.
+    fn view_attr(stream: &Stream, ino: u64, start: crate::start::Start) -> FileAttr {
+        let mut attr = Self::stream_attr(stream);
+        attr.ino = INodeNo(ino);
+        if start.snapshot {
+            attr.size = stream
+                .resolve(start)
+                .map_or(0, |(from, end)| end.saturating_sub(from));
+        }
+        attr
+    }
+
     fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
         self.io.handle(fh.0)
     }
@@ -127,6 +144,9 @@ impl StreamFs {
     fn stream_of(&self, ino: INodeNo, fh: Option<FileHandle>) -> Option<Arc<Stream>> {
         if let Some(h) = fh.and_then(|fh| self.handle(fh)) {
             return Some(h.stream.clone());
+        }
+        if let Some((s, _)) = self.views.get(ino.0) {
+            return Some(s);
         }
         // fstat() of an open stream after rm: the kernel sends GETATTR (and fgetxattr sends
         // GETXATTR) with the inode only, so look among the open handles.
@@ -147,6 +167,7 @@ impl StreamFs {
         req: &Request,
         stream: Arc<Stream>,
         flags: OpenFlags,
+        start: Option<crate::start::Start>,
     ) -> Result<FileHandle, StreamError> {
         let (read, write) = match flags.acc_mode() {
             OpenAccMode::O_RDONLY => (true, false),
@@ -154,7 +175,11 @@ impl StreamFs {
             OpenAccMode::O_RDWR => (true, true),
         };
         let label = requester_label(req.pid());
-        let reader = match read.then(|| stream.open_reader(label.clone())) {
+        let open = |label: String| match start {
+            Some(start) => stream.open_reader_at(label, start),
+            None => stream.open_reader(label),
+        };
+        let reader = match read.then(|| open(label.clone())) {
             Some(Err(e)) => {
                 warn!("{label}: cannot open {}: {e}", self.name_of(&stream));
                 return Err(e);
@@ -188,7 +213,6 @@ impl StreamFs {
         Ok(FileHandle(fh))
     }
 
-    /// The stream's name for log lines, escaped ("#7 (removed)" once it has none).
     /// Starts the gate on the mount's /dev/fuse descriptor (see `gate.rs`) and the
     /// watchdog of interrupted requests; returns the descriptor for fuser's session.
     pub fn start_gate(
@@ -201,6 +225,7 @@ impl StreamFs {
         Ok((fd, watchdog))
     }
 
+    /// The stream's name for log lines, escaped ("#7 (removed)" once it has none).
     fn name_of(&self, stream: &Stream) -> String {
         match self.ns.name(stream.id()) {
             Some(n) => crate::escape::escape_bytes(&n),
@@ -240,6 +265,15 @@ fn check_name(name: &OsStr) -> Result<(), Errno> {
     } else {
         Ok(())
     }
+}
+
+/// A name a new stream may take: not too long, and without `@`, which starts a view.
+fn check_new_name(name: &OsStr) -> Result<(), Errno> {
+    check_name(name)?;
+    if name.as_bytes().contains(&b'@') {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
 }
 
 /// Whether process `pid` belongs to group `gid` (its effective or a supplementary group),
@@ -291,16 +325,39 @@ impl Filesystem for StreamFs {
         if let Err(e) = check_name(name) {
             return reply.error(e);
         }
-        match self.ns.lookup(name.as_bytes()) {
-            Some(s) => reply.entry(&TTL, &Self::stream_attr(&s), Generation(0)),
-            None => reply.error(Errno::ENOENT),
+        if let Some(s) = self.ns.lookup(name.as_bytes()) {
+            return reply.entry(&TTL, &Self::stream_attr(&s), Generation(0));
         }
+        // NAME@SPEC: the same stream at another start.
+        let Some((base, spec)) = views::split(name.as_bytes()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(s) = self.ns.lookup(base) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match crate::start::parse_start(&String::from_utf8_lossy(spec)) {
+            Ok(start) => {
+                let ino = self.views.lookup(&s, start);
+                reply.entry(&TTL, &Self::view_attr(&s, ino, start), Generation(0))
+            }
+            Err(e) => {
+                warn!("{}: {e}", crate::escape::escape_bytes(name.as_bytes()));
+                reply.error(Errno::EINVAL)
+            }
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.views.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         debug!("getattr(ino={ino:?}, fh={fh:?})");
         if ino == ROOT {
             return reply.attr(&TTL, &self.root_attr());
+        }
+        if let Some((s, start)) = self.views.get(ino.0) {
+            return reply.attr(&TTL, &Self::view_attr(&s, ino.0, start));
         }
         match self.stream_of(ino, fh) {
             Some(s) => reply.attr(&TTL, &Self::stream_attr(&s)),
@@ -376,7 +433,7 @@ impl Filesystem for StreamFs {
         if parent != ROOT {
             return reply.error(Errno::ENOENT);
         }
-        if let Err(e) = check_name(name) {
+        if let Err(e) = check_new_name(name) {
             return reply.error(e);
         }
         if !is_regular(mode) {
@@ -455,7 +512,7 @@ impl Filesystem for StreamFs {
         {
             return reply.error(Errno::EINVAL);
         }
-        if let Err(e) = check_name(newname) {
+        if let Err(e) = check_new_name(newname) {
             return reply.error(e);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
@@ -473,7 +530,11 @@ impl Filesystem for StreamFs {
         if ino == ROOT {
             return reply.error(Errno::EISDIR);
         }
-        match self.ns.get(ino.0).map(|s| self.open_handle(req, s, flags)) {
+        let target = match self.views.get(ino.0) {
+            Some((s, start)) => Some((s, Some(start))),
+            None => self.ns.get(ino.0).map(|s| (s, None)),
+        };
+        match target.map(|(s, start)| self.open_handle(req, s, flags, start)) {
             Some(Ok(fh)) => reply.opened(fh, open_flags()),
             Some(Err(e)) => reply.error(errno(e)),
             None => reply.error(Errno::ENOENT),
@@ -494,7 +555,7 @@ impl Filesystem for StreamFs {
         if parent != ROOT {
             return reply.error(Errno::ENOENT);
         }
-        if let Err(e) = check_name(name) {
+        if let Err(e) = check_new_name(name) {
             return reply.error(e);
         }
         if !is_regular(mode) {
@@ -507,7 +568,7 @@ impl Filesystem for StreamFs {
             Ok((_, false)) if flags & libc::O_EXCL != 0 => reply.error(Errno::EEXIST),
             Ok((s, _)) => {
                 let attr = Self::stream_attr(&s);
-                match self.open_handle(req, s, OpenFlags(flags)) {
+                match self.open_handle(req, s, OpenFlags(flags), None) {
                     Ok(fh) => reply.created(&TTL, &attr, Generation(0), fh, open_flags()),
                     Err(e) => reply.error(errno(e)),
                 }

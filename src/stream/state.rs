@@ -40,11 +40,15 @@ pub(super) struct Entry {
     pub first: bool,
 }
 
-/// A ring entry: a piece of a write and when the write arrived.
+/// A ring entry: a piece of a write, where it is and when the write arrived.
 pub(super) struct RingEntry {
     pub entry: Entry,
     /// Arrival of its write, in [`clock`] nanoseconds.
     pub at: u64,
+    /// Absolute offset of its first byte.
+    pub offset: u64,
+    /// For a write's first piece: the byte before it ended a line (or there was none).
+    pub line_start: bool,
 }
 
 /// Nanoseconds on a monotonic clock shared by every stream of the process, so that the ages
@@ -82,6 +86,11 @@ pub(super) struct ReaderState {
     /// Sum of `chunk_cost` over the live (non-replay) entries in `queue`.
     pub live_cost: u64,
     pub fate: Fate,
+    /// Absolute offset of the first byte it was given (or is waiting for).
+    pub start: u64,
+    /// Live bytes before this offset are skipped: a reader that asked for an offset ahead
+    /// of the stream's end receives from there on (0: none skipped).
+    pub skip_until: u64,
     /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
     /// the reader is open.
     pub parked: VecDeque<Parked>,
@@ -301,8 +310,156 @@ impl ReaderState {
             dropped_bytes: self.dropped_bytes,
             disconnected: self.fate == Fate::Disconnected,
             parked_reads: self.parked.len(),
+            start: self.start,
         }
     }
+}
+
+/// Where a reader starts, resolved against the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Position {
+    /// At this absolute offset, within the ring or at its end.
+    At(u64),
+    /// At this offset ahead of the stream's end: it waits for it.
+    Ahead(u64),
+}
+
+impl State {
+    /// The ring's oldest offset.
+    pub fn ring_start(&self) -> u64 {
+        self.written - self.ring_bytes
+    }
+
+    /// The byte at absolute offset `at` in the ring, if it is there.
+    fn byte_at(&self, at: u64) -> Option<u8> {
+        let i = self
+            .ring
+            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= at);
+        let e = self.ring.get(i)?;
+        e.entry.chunk.get((at - e.offset) as usize).copied()
+    }
+
+    /// The first line start (a write start after a newline, or the byte after a newline)
+    /// at or after `from`, or the end.
+    fn line_start_from(&self, from: u64) -> u64 {
+        let i = self
+            .ring
+            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= from);
+        for e in self.ring.iter().skip(i) {
+            if e.entry.first && e.offset >= from && e.line_start {
+                return e.offset;
+            }
+            let skip = from.saturating_sub(e.offset) as usize;
+            if let Some(nl) = e.entry.chunk[skip..].iter().position(|b| *b == b'\n') {
+                let at = e.offset + (skip + nl) as u64 + 1;
+                // A newline at a chunk's end: the line starts at the next chunk (or the end).
+                return at;
+            }
+        }
+        self.written
+    }
+
+    /// The newest line start before `before`, if any.
+    fn line_start_before(&self, before: u64) -> Option<u64> {
+        let mut at = before;
+        while at > self.ring_start() {
+            at -= 1;
+            let b = self.byte_at(at)?;
+            if b == b'\n' && at + 1 < before {
+                return Some(at + 1);
+            }
+        }
+        let first = self.ring.front()?;
+        (first.line_start && first.offset < before).then_some(first.offset)
+    }
+
+    /// Where `start` begins in the ring, at `align` (the MPEG-TS points are the caller's).
+    pub fn resolve(
+        &self,
+        start: crate::start::Start,
+        align: crate::start::Align,
+        keyframes: &[u64],
+    ) -> Result<Position, StreamError> {
+        use crate::start::{Align, Origin};
+        let (ring_start, end) = (self.ring_start(), self.written);
+        let write_start = |pred: &dyn Fn(&RingEntry) -> bool| {
+            self.ring
+                .iter()
+                .filter(|e| e.entry.first)
+                .find(|e| pred(e))
+                .map(|e| e.offset)
+        };
+        // The write-aligned position each start names.
+        let w = match start.from {
+            Origin::Offset(o) if o < ring_start => return Err(StreamError::TooOld),
+            Origin::Offset(o) if o > end => return Ok(Position::Ahead(o)),
+            Origin::Offset(o) => return Ok(Position::At(o)),
+            Origin::Start => ring_start,
+            Origin::Live => end,
+            Origin::Back(d) => {
+                let since = clock().saturating_sub(d.as_nanos() as u64);
+                write_start(&|e| e.at >= since).unwrap_or(end)
+            }
+            Origin::BackBytes(n) => write_start(&|e| end - e.offset <= n)
+                .or_else(|| {
+                    self.ring
+                        .iter()
+                        .rev()
+                        .find(|e| e.entry.first)
+                        .map(|e| e.offset)
+                })
+                .unwrap_or(end),
+        };
+        Ok(Position::At(match align {
+            Align::Write => w,
+            Align::Line => match start.from {
+                Origin::Live => end,
+                Origin::BackBytes(n) => {
+                    let p = self.line_start_from(end.saturating_sub(n).max(w.min(end)));
+                    if p < end {
+                        p
+                    } else {
+                        self.line_start_before(end).unwrap_or(p)
+                    }
+                }
+                _ => self.line_start_from(w),
+            },
+            Align::MpegTs => {
+                let in_ring: Vec<u64> = keyframes
+                    .iter()
+                    .copied()
+                    .filter(|k| (ring_start..end).contains(k))
+                    .collect();
+                let before = in_ring.iter().rev().find(|k| **k <= w).copied();
+                let after = in_ring.iter().find(|k| **k >= w).copied();
+                match start.from {
+                    // The GOP cache: the newest keyframe, so the first frame shows at once.
+                    Origin::Live => in_ring.last().copied().unwrap_or(end),
+                    Origin::Start => after.unwrap_or(w),
+                    _ => before.or(after).unwrap_or(w),
+                }
+            }
+        }))
+    }
+}
+
+/// Answers a reader's parked reads from its queue, which was empty, and wakes its poller.
+/// Returns the reads answered.
+fn answer_parked(r: &mut ReaderState, deferred: &mut Deferred) -> usize {
+    // Parked reads exist only while the queue is empty: answer them.
+    let mut unparked = 0;
+    while !r.queue.is_empty() {
+        let Some(p) = r.parked.pop_front() else {
+            break;
+        };
+        unparked += 1;
+        let data = r.take(p.max);
+        deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
+    }
+    if let Some(w) = r.wake.take() {
+        deferred.wakes.push(w);
+    }
+    unparked
 }
 
 /// Everything behind a stream's lock.
@@ -335,6 +492,8 @@ pub(super) struct State {
     pub created: Instant,
     /// Why the last setting was refused (shown to users who only see EINVAL).
     pub last_error: Option<String>,
+    /// The last byte written ended a line (true before any write).
+    pub last_newline: bool,
     /// Bytes written per second, indexed by unix second modulo the length.
     pub rate: [(u64, u64); RATE_SECONDS as usize + 2],
 }
@@ -361,6 +520,7 @@ impl State {
             mtime: meta.crtime,
             created: Instant::now(),
             last_error: None,
+            last_newline: true,
             rate: [(0, 0); RATE_SECONDS as usize + 2],
         }
     }
@@ -369,10 +529,12 @@ impl State {
         self.readers.iter_mut().find(|r| r.id == id)
     }
 
-    fn push_ring(&mut self, parts: &[Chunk], at: u64) {
+    /// Appends a write whose first byte is at absolute offset `offset`.
+    fn push_ring(&mut self, parts: &[Chunk], at: u64, offset: u64, line_start: bool) {
         if self.budgets.ring == 0 {
             return;
         }
+        let mut off = offset;
         for (i, chunk) in parts.iter().enumerate() {
             self.ring_cost += chunk_cost(chunk.len());
             self.ring_bytes += chunk.len() as u64;
@@ -382,7 +544,10 @@ impl State {
                     first: i == 0,
                 },
                 at,
+                offset: off,
+                line_start: i == 0 && line_start,
             });
+            off += chunk.len() as u64;
         }
         self.ring_writes += 1;
         self.trim_ring();
@@ -404,12 +569,19 @@ impl State {
         self.ring_writes -= 1;
     }
 
-    /// Drops the oldest whole writes until the ring fits its budget or holds one write.
+    /// Drops the oldest whole writes until the ring fits its budget or holds one write, and
+    /// those older than `ring_buffer_time`.
     pub fn trim_ring(&mut self) {
         while self.ring_cost > self.budgets.ring && self.ring_writes > 1
             || self.budgets.ring == 0 && !self.ring.is_empty()
         {
             self.pop_ring_write();
+        }
+        if let Some(max_age) = self.budgets.ring_time {
+            let oldest = clock().saturating_sub(max_age.as_nanos() as u64);
+            while self.ring.front().is_some_and(|e| e.at < oldest) {
+                self.pop_ring_write();
+            }
         }
     }
 
@@ -464,11 +636,16 @@ impl State {
         let len: u64 = parts.iter().map(|c| c.len() as u64).sum();
         let cost: u64 = parts.iter().map(|c| chunk_cost(c.len())).sum();
         let now = SystemTime::now();
+        let offset = self.written;
         self.written += len;
         self.writes += 1;
         self.mtime = now;
         self.count_rate(now, len);
-        self.push_ring(&parts, clock());
+        let line_start = self.last_newline;
+        if let Some(last) = parts.last().and_then(|c| c.last()) {
+            self.last_newline = *last == b'\n';
+        }
+        self.push_ring(&parts, clock(), offset, line_start);
         deferred.writer_first |= len >= WRITER_FIRST_BYTES;
         let entries: Vec<Entry> = parts
             .into_iter()
@@ -486,6 +663,33 @@ impl State {
         // Read only when a drop is to be reported on: most writes drop nothing.
         let mut instant = None;
         for r in self.readers.iter_mut().filter(|r| r.fate == Fate::Open) {
+            if r.skip_until > offset {
+                // It asked for an offset ahead: nothing before it, and from it exactly.
+                if r.skip_until >= offset + len {
+                    continue;
+                }
+                let was_empty = r.queue.is_empty();
+                let mut at = offset;
+                for e in &entries {
+                    let end = at + e.chunk.len() as u64;
+                    if end > r.skip_until {
+                        let first_in = r.queue.is_empty();
+                        r.push(e);
+                        if first_in {
+                            r.front_off = (r.skip_until.max(at) - at) as usize;
+                            r.queued -= r.front_off as u64;
+                        }
+                        r.live_cost += chunk_cost(e.chunk.len());
+                        taken += 1;
+                    }
+                    at = end;
+                }
+                r.skip_until = 0;
+                if was_empty {
+                    unparked += answer_parked(r, deferred);
+                }
+                continue;
+            }
             if r.fits(cost, channel) {
                 let was_empty = r.queue.is_empty();
                 for e in &entries {
@@ -494,18 +698,7 @@ impl State {
                 taken += entries.len() as u64;
                 r.live_cost += cost;
                 if was_empty {
-                    // Parked reads exist only while the queue is empty: answer them.
-                    while !r.queue.is_empty() {
-                        let Some(p) = r.parked.pop_front() else {
-                            break;
-                        };
-                        unparked += 1;
-                        let data = r.take(p.max);
-                        deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
-                    }
-                    if let Some(w) = r.wake.take() {
-                        deferred.wakes.push(w);
-                    }
+                    unparked += answer_parked(r, deferred);
                 }
                 continue;
             }
@@ -543,10 +736,16 @@ impl State {
     }
 
     /// Applies the blocked writes that now fit, in order. Returns the parked operations
-    /// (writes and reads) it completed.
+    /// (writes and reads) it completed. Each applied write charges its queue entries
+    /// without shedding (the lock is held): once the pool is past its limit, the rest wait
+    /// for the next release (a read that frees room), so that the limit is passed by the
+    /// entries of one write at most.
     pub fn release_blocked(&mut self, pool: &Pool, deferred: &mut Deferred) -> usize {
         let mut completed = 0;
         while let Some(front) = self.blocked.front() {
+            if completed > 0 && pool.used() > pool.limit() {
+                break;
+            }
             let block = self.policy.slow_reader == SlowReader::Block;
             let cost = front.parts.iter().map(|c| chunk_cost(c.len())).sum();
             if block && !self.all_fit(cost) {
