@@ -1886,3 +1886,72 @@ const COVER_LIST: [Cover; COVER_KINDS] = [
 // ---------------------------------------------------------------------------------------
 // Shrunk failures, kept
 // ---------------------------------------------------------------------------------------
+
+/// Regression (open): releasing parked writes passes `max_memory` by far more than one
+/// write's queue entries. `memory.rs`: "A write's queue entries are charged when it is
+/// applied, under its stream's lock, where nothing can be shed: the total may pass the
+/// limit by the entries of one write". `State::release_blocked` applies every parked write
+/// that fits in one go and charges all their entries unchecked. Minimal sequence (found by
+/// the model with 5 readers and `max_memory` 7000): a `Block` stream with channel 0 and no
+/// ring, `max_memory` 8000, 4 readers; 1-byte writes (the first is queued, the rest park)
+/// until one fails with `NoMemory`; then raising the channel budget releases the parked
+/// ones at once, 4 × `ENTRY_COST` each: 72 of them take the pool to 17161 bytes, over twice
+/// the limit (more readers, more).
+#[test]
+fn regression_open_releasing_parked_writes_passes_the_memory_limit() {
+    let limit = 8000;
+    let ns = Namespace::with_limits(
+        Budgets {
+            channel: 0,
+            ring: 0,
+        },
+        Policy {
+            slow_reader: SlowReader::Block,
+            on_writer_close: OnWriterClose::Keep,
+        },
+        Limits {
+            max_memory: limit,
+            ..Limits::NONE
+        },
+    );
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let readers: Vec<Reader> = (0..4)
+        .map(|i| s.open_reader(format!("r{i}")).unwrap())
+        .collect();
+    let w = s.open_writer();
+    let refused = Arc::new(StdMutex::new(None));
+    let mut parked = 0;
+    loop {
+        let r2 = refused.clone();
+        let id = w.submit(
+            b"x",
+            0,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    *r2.lock().unwrap() = Some(e);
+                }
+            }),
+        );
+        parked += usize::from(id.is_some());
+        if refused.lock().unwrap().is_some() {
+            break;
+        }
+    }
+    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    assert!(ns.pool().used() <= limit);
+    s.set_budgets(Budgets {
+        channel: 1 << 20,
+        ring: 0,
+    });
+    assert_eq!(
+        s.stats().writes,
+        1 + parked as u64,
+        "every parked write was released"
+    );
+    let used = ns.pool().used();
+    let one_write = ENTRY_COST * readers.len() as u64;
+    assert!(
+        used <= limit + one_write,
+        "{parked} released writes: the pool uses {used}, limit {limit} + one write's entries {one_write}"
+    );
+}
