@@ -349,3 +349,238 @@ fn block_policy_delivers_everything_to_a_concurrent_reader() {
         ITERATIONS,
     );
 }
+
+/// Finishes `wr`'s unit, waiting on a shuttle channel when it parks.
+fn finish(wr: &Writer) -> Result<(), StreamError> {
+    let (tx, rx) = shuttle::sync::mpsc::channel();
+    wr.finish(
+        0,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv().expect("every finish is answered")
+}
+
+/// Splits bytes of 3-byte records (writer, unit, piece) into units: a unit's pieces must
+/// come together and in order, each unit with `pieces(writer)` of them.
+fn units(bytes: &[u8], pieces: impl Fn(u8) -> u8) -> Vec<(u8, u8)> {
+    assert_eq!(bytes.len() % 3, 0, "a torn record");
+    let mut out = Vec::new();
+    let mut next = 0u8;
+    for rec in bytes.chunks(3) {
+        let (w, u, p) = (rec[0], rec[1], rec[2]);
+        assert_eq!(p, next, "unit ({w}, {u}) torn or interleaved in {bytes:?}");
+        if p == 0 {
+            out.push((w, u));
+        } else {
+            assert_eq!(out.last(), Some(&(w, u)), "pieces of two units interleave");
+        }
+        next = if p + 1 == pieces(w) { 0 } else { p + 1 };
+    }
+    assert_eq!(next, 0, "the last unit is cut short");
+    out
+}
+
+/// Reads until `want` bytes arrived, yielding while nothing is queued.
+fn read_all(r: &Reader, want: usize, max: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match read_now(r, max) {
+            ReadOutcome::Data(d) => got.extend_from_slice(&d),
+            ReadOutcome::WouldBlock => thread::yield_now(),
+            other => panic!("{other:?} before every write arrived"),
+        }
+    }
+    got
+}
+
+/// Two writers each write two units of three pieces while a third writes whole writes and
+/// two readers read: both readers get every unit whole, and in the same order. Under
+/// `policy` and a channel of `channel` bytes (`Block` with room for one unit: writers park
+/// and are released by the readers).
+fn units_with_whole_writes_and_readers(policy: Policy, channel: u64) {
+    let (ns, s) = stream(channel, 1 << 20, policy);
+    let readers: Vec<Reader> = (0..2)
+        .map(|i| s.open_reader(format!("r{i}")).unwrap())
+        .collect();
+    let mut threads: Vec<_> = (0..2u8)
+        .map(|w| {
+            let s = s.clone();
+            thread::spawn(move || {
+                let wr = s.open_writer();
+                for u in 0..2u8 {
+                    wr.append(&[w, u, 0], 0).unwrap();
+                    wr.append(&[w, u, 1], 0).unwrap();
+                    // The last piece by submit for one writer, by append + finish for the
+                    // other.
+                    if w == 0 {
+                        write(&wr, &[w, u, 2]).unwrap();
+                    } else {
+                        wr.append(&[w, u, 2], 0).unwrap();
+                        finish(&wr).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.push({
+        let s = s.clone();
+        thread::spawn(move || {
+            let wr = s.open_writer();
+            for u in 0..3u8 {
+                write(&wr, &[2, u, 0]).unwrap();
+            }
+        })
+    });
+    let total = 2 * 2 * 9 + 3 * 3;
+    let readers: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| thread::spawn(move || read_all(&r, total, [4, 64][i])))
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let got: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let pieces = |w: u8| if w == 2 { 1 } else { 3 };
+    let a = units(&got[0], pieces);
+    let b = units(&got[1], pieces);
+    assert_eq!(a.len(), 7);
+    assert_eq!(a, b, "readers disagree on the order");
+    for w in 0..3u8 {
+        let mine: Vec<u8> = a.iter().filter(|x| x.0 == w).map(|x| x.1).collect();
+        let want: Vec<u8> = (0..if w == 2 { 3 } else { 2 }).collect();
+        assert_eq!(mine, want, "writer {w}'s units reordered");
+    }
+    assert_eq!(s.stats().writes, 7);
+    assert_eq!(s.stats().dropped_writes, 0);
+    assert_eq!(ns.parked_total(), 0);
+}
+
+#[test]
+fn units_of_two_writers_and_whole_writes_reach_concurrent_readers_whole_in_one_order() {
+    shuttle::check_random(
+        || units_with_whole_writes_and_readers(Policy::default(), 1 << 20),
+        ITERATIONS,
+    );
+}
+
+#[test]
+fn under_block_units_park_and_still_reach_every_reader_whole_in_one_order() {
+    // Room for one three-piece unit (3 × (3 + 64) bytes): the rest park behind it.
+    shuttle::check_random(
+        || units_with_whole_writes_and_readers(blocking(), 3 * 67),
+        ITERATIONS,
+    );
+}
+
+#[test]
+fn cancel_read_racing_a_write_answers_the_read_once_and_loses_nothing() {
+    shuttle::check_random(
+        || {
+            let (ns, s) = stream(1 << 20, 0, Policy::default());
+            let r = s.open_reader("r".into()).unwrap();
+            let answers = Arc::new(StdMutex::new(Vec::new()));
+            let a = answers.clone();
+            let read = r
+                .read(
+                    64,
+                    ReadMode::Wait,
+                    0,
+                    Box::new(move |o| a.lock().unwrap().push(o)),
+                )
+                .expect("nothing is queued: the read parks");
+            let writer = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let wr = s.open_writer();
+                    write(&wr, b"hello").unwrap();
+                })
+            };
+            let canceller = {
+                let s = s.clone();
+                let id = r.id();
+                thread::spawn(move || s.cancel_read(id, read))
+            };
+            writer.join().unwrap();
+            let cancelled = canceller.join().unwrap();
+            let got = std::mem::take(&mut *answers.lock().unwrap());
+            match got.as_slice() {
+                [ReadOutcome::Data(d)] => {
+                    assert!(!cancelled, "cancel_read claimed an answered read");
+                    assert_eq!(&d[..], b"hello");
+                    assert_eq!(read_now(&r, 64), ReadOutcome::WouldBlock, "read twice");
+                }
+                [ReadOutcome::Interrupted] => {
+                    assert!(cancelled);
+                    assert_eq!(
+                        read_now(&r, 64),
+                        ReadOutcome::Data(b"hello".to_vec().into()),
+                        "the write's bytes went to the interrupted read"
+                    );
+                }
+                other => panic!("the parked read was answered {other:?}"),
+            }
+            assert_eq!(ns.parked_total(), 0);
+            assert_eq!(r.stats().dropped_writes, 0);
+        },
+        ITERATIONS,
+    );
+}
+
+#[test]
+fn a_unit_appended_while_its_stream_is_removed_is_applied_whole_or_not_at_all() {
+    shuttle::check_random(
+        || {
+            let (ns, s) = stream(1 << 20, 1 << 20, Policy::default());
+            let r = s.open_reader("r".into()).unwrap();
+            let writer = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let wr = s.open_writer();
+                    let a = wr.append(&[7, 0, 0], 0);
+                    let b = wr.append(&[7, 0, 1], 0);
+                    let f = finish(&wr);
+                    (a, b, f, wr.pending())
+                })
+            };
+            let remover = {
+                let ns = ns.clone();
+                thread::spawn(move || ns.remove(b"s").unwrap())
+            };
+            let (a, b, f, pending) = writer.join().unwrap();
+            remover.join().unwrap();
+            assert_eq!(pending, 0, "a finished or refused unit leaves nothing open");
+            let results = [a, b, f];
+            // Once refused, refused for good, and only as Removed.
+            let first_err = results.iter().position(|r| r.is_err()).unwrap_or(3);
+            assert!(
+                results[first_err..]
+                    .iter()
+                    .all(|r| *r == Err(StreamError::Removed)),
+                "{results:?}"
+            );
+            let got = drain(&r);
+            if first_err == 3 {
+                assert_eq!(
+                    got,
+                    [7, 0, 0, 7, 0, 1],
+                    "an accepted unit reaches the reader whole"
+                );
+                assert_eq!(s.stats().writes, 1);
+            } else {
+                assert!(got.is_empty(), "a refused unit reached a reader: {got:?}");
+                assert_eq!(s.stats().writes, 0, "a unit was applied after removal");
+            }
+            assert!(s.is_removed());
+            drop(r);
+            assert_eq!(
+                ns.pool().used(),
+                streamfs::memory::STREAM_COST,
+                "the unit's pieces were freed"
+            );
+        },
+        ITERATIONS,
+    );
+}
