@@ -11,8 +11,7 @@ use shuttle::sync::Arc;
 use shuttle::thread;
 use streamfs::namespace::Namespace;
 use streamfs::stream::{
-    Budgets, Meta, OnWriterClose, Policy, ReadMode, ReadOutcome, Reader, SlowReader, Stream,
-    StreamError, Writer,
+    Budgets, Meta, Policy, ReadMode, ReadOutcome, Reader, SlowReader, Stream, StreamError, Writer,
 };
 
 const ITERATIONS: usize = 2000;
