@@ -32,7 +32,7 @@ SOAK_MIN = float(os.environ.get("SFS_SOAK_MIN") or 0)
 QUICK = MODE == "quick"
 REPS_GIVEN = int(os.environ.get("SFS_REPS") or 0)
 REPS = REPS_GIVEN or (3 if QUICK else 5)
-SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "late"]
+SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "late", "hostile", "waiting"]
 ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or SCENARIOS
 LATENCY = os.path.join(os.path.dirname(NULLFS), "latency")  # cargo example, beside nullfs
 
@@ -51,6 +51,8 @@ SIZES = {
         mem_mib=10 * 1024, mem_reps=3, idle_streams=100,
         small=200_000,
         late_iters=30,
+        host_streams=40, host_small=200_000, host_reps=3,
+        wait_counts=[2000, 10000], wait_secs=10.0, wait_kills=5,
     ),
     "quick": dict(
         tp={"1M": 256, "64K": 256, "4K": 32},
@@ -60,6 +62,8 @@ SIZES = {
         mem_mib=1024, mem_reps=3, idle_streams=100,
         small=40_000,
         late_iters=10,
+        host_streams=20, host_small=40_000, host_reps=1,
+        wait_counts=[2000], wait_secs=3.0, wait_kills=3,
     ),
 }
 SZ = SIZES["quick" if QUICK else "default"]
@@ -1268,6 +1272,259 @@ def scenario_late():
 
 
 # ---------------------------------------------------------------------------------------------
+# 7. Hostile memory workload against max_memory.
+
+HOST_LIMIT = 64 * MiB
+SMALL_FLOOD = r"""
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+b = b"0123456789abcdef"
+refused = 0
+for _ in range(int(sys.argv[2])):
+    try:
+        os.write(fd, b)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        refused += 1  # max_memory could not shed enough: the write failed, nothing written
+print(refused)
+"""
+
+
+def host_round(nstreams, nsmall):
+    """One fresh daemon: every stream filled with a stopped reader, budgets raised, a flood
+    of 16-byte writes; the pool sampled throughout, VmHWM at the end."""
+    stop = threading.Event()
+    m = Mount("host", f"max_memory={HOST_LIMIT >> 20}MB,ring_buffer_size=6MB,channel_buffer_size=6MB")
+    stopped = []
+    try:
+        # Idle: the daemon after one small write and read, as the stress test's warm-up.
+        w0 = m.stream("warm")
+        with open(w0, "rb", buffering=0) as r0:
+            with open(w0, "wb", buffering=0) as f:
+                f.write(b"x" * 100000)
+            r0.read(MiB)
+        os.unlink(w0)
+        time.sleep(0.3)
+        idle = rss(m.pid)
+        peak_pool = [0]
+        over = [0]
+
+        def sampler():
+            while not stop.is_set():
+                try:
+                    u = xnum(m.path, "memory")
+                except OSError:
+                    break
+                peak_pool[0] = max(peak_pool[0], u)
+                over[0] += u > HOST_LIMIT
+                time.sleep(0.02)
+        th = threading.Thread(target=sampler, daemon=True)
+        th.start()
+        streams = [m.stream("h") for _ in range(nstreams)]
+        for i, s in enumerate(streams):
+            if i % 4 == 0:  # raised by setfattr, up to what max_memory lets the owner ask
+                os.setxattr(s, "user.streamfs.ring_buffer_size", b"60MB")
+                os.setxattr(s, "user.streamfs.channel_buffer_size", b"60MB")
+            stopped.append(stop_self(s, "cat"))
+        for s in streams:
+            wait_readers(s, 1)
+        wait_until(lambda: all(proc_state(p.pid) == "T" for p in stopped), "the stopped readers")
+        for i, s in enumerate(streams):
+            w, _ = dd(writer_dd(s, "64K", (128 if i % 4 == 0 else 16) * 16))  # 128 or 16 MiB
+            if reap(w, 300) != 0:
+                raise RuntimeError("hostile fill writer failed")
+        flood = [spawn([sys.executable, "-c", SMALL_FLOOD, streams[k], str(nsmall)], stdout=subprocess.PIPE)
+                 for k in (1, 2)]
+        refused = 0
+        for p in flood:
+            text = p.stdout.read()
+            if reap(p, 300) != 0:
+                raise RuntimeError("small-write flood failed")
+            refused += int(text)
+        stop.set()
+        th.join()
+        hwm = peak_rss(m.pid)
+        shed = xnum(m.path, "shed_bytes")
+        end_pool = xnum(m.path, "memory")
+        asked = sum(xnum(s, "bytes_written") for s in streams)
+        ratio = (hwm - idle) / HOST_LIMIT
+        return dict(idle=idle, hwm=hwm, ratio=ratio, shed=shed, pool=peak_pool[0], over=over[0], refused=refused,
+                    end_pool=end_pool, asked=asked, show=f"(VmHWM − idle) ÷ limit {ratio:.3f}")
+    finally:
+        stop.set()
+        for p in stopped:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        m.close()
+
+
+def scenario_hostile():
+    ns, nsmall = SZ["host_streams"], SZ["host_small"]
+    reps = REPS_GIVEN or SZ["host_reps"]
+    out("## 7. Hostile memory workload against max_memory")
+    out()
+    out(f"`-o max_memory={HOST_LIMIT >> 20}MB,ring_buffer_size=6MB,channel_buffer_size=6MB`; {ns} streams, "
+        f"each with a stopped reader (a shell that opened it and SIGSTOPped itself); on every 4th "
+        f"stream ring and channel budgets raised to 60 MB by setfattr; each stream filled by `dd bs=64K` "
+        f"(128 MiB on the raised ones, 16 MiB on the others); then two floods of {nsmall} 16-byte "
+        f"writes. The baseline is the same daemon's idle RSS, measured before the load (after one "
+        f"100 kB write and read). Ratio = (VmHWM − idle VmRSS) ÷ max_memory: the idle RSS counts as "
+        f"the fixed overhead (code, fuser's buffers); goal ≤ 1.05. The pool (`user.streamfs.memory`) "
+        f"is sampled every 20 ms. A fresh daemon per round, {reps} rounds. **Lower is better**.")
+    out()
+    res = run_rounds("hostile", ["streamfs"], lambda c: host_round(ns, nsmall), reps)["streamfs"]
+    rows = [["daemon idle VmRSS (MiB)", *spread([x["idle"] for x in res], mb2)],
+            ["daemon peak RSS, VmHWM (MiB)", *spread([x["hwm"] for x in res], mb)],
+            ["(VmHWM − idle) ÷ max_memory", *spread([x["ratio"] for x in res], lambda v: f"{v:.3f}")],
+            ["pool peak, user.streamfs.memory (MiB)", *spread([x["pool"] for x in res], mb2)],
+            ["pool samples above max_memory", *spread([x["over"] for x in res], lambda v: f"{v:.0f}")],
+            ["bytes written (MiB)", *spread([x["asked"] for x in res], mb)],
+            ["shed_bytes (MiB)", *spread([x["shed"] for x in res], mb)],
+            [f"16-byte writes refused with ENOSPC (of {2 * nsmall})", *spread([x["refused"] for x in res], lambda v: f"{v:.0f}")]]
+    table(["measure", "min", "median", "max"], rows, "lrrr")
+    worst = max(x["ratio"] for x in res)
+    goal("hostile", f"hostile load: (peak RSS − idle) ÷ max_memory {HOST_LIMIT >> 20} MiB",
+         f"{worst:.3f} (worst round)", "≤ 1.05", worst <= 1.05 and all(x["over"] == 0 for x in res))
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Many waiting readers: the daemon's CPU while they wait, and how fast one of them dies.
+
+HOLDER = r"""
+import os, signal, sys
+n, paths = int(sys.argv[1]), sys.argv[2:]
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the readers
+pids = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(paths[i % len(paths)], os.O_RDONLY)
+            while os.read(fd, 65536):
+                pass
+        finally:
+            os._exit(0)
+    pids.append(pid)
+print(" ".join(map(str, pids)))
+sys.stdout.flush()
+sys.stdin.read()  # until the bench closes the pipe (or kills the group)
+"""
+
+
+def states(pids):
+    c = {}
+    for p in pids:
+        st = proc_state(p)
+        c[st] = c.get(st, 0) + 1
+    return c
+
+
+def daemon_cpu_over(pid, secs):
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(secs)
+    return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+def kill_latency(pid, timeout=30.0):
+    os.kill(pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    end = t0 + timeout
+    while proc_state(pid) not in ("Z", "gone"):
+        if time.monotonic() > end:
+            return float("inf")
+        time.sleep(0.0005)
+    return time.monotonic() - t0
+
+
+def wait_round(n, secs, nkill):
+    m = Mount("wait", "channel_buffer_size=64KB,ring_buffer_size=0")
+    holder = None
+    try:
+        nstreams = max(1, n // 100)
+        streams = [m.stream("w") for _ in range(nstreams)]
+        idle_cpu = daemon_cpu_over(m.pid, secs)
+        t0 = time.monotonic()
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(n)] + streams, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=DEVNULL, start_new_session=True)
+        pids = [int(x) for x in holder.stdout.readline().split()]
+        if len(pids) != n:
+            raise RuntimeError(f"the holder forked {len(pids)} of {n} readers")
+        wait_until(lambda: xnum(m.path, "readers") == n, f"{n} waiting readers", 300)
+        wait_until(lambda: sum(sum(1 for _, _, w in reader_list(s) if w) for s in streams) == n,
+                   f"{n} parked reads", 300)
+        t_park = time.monotonic() - t0
+        rss_n = rss(m.pid)
+        time.sleep(1)
+        st_before, load_before = states(pids), loadavg()
+        cpu_before = daemon_cpu_over(m.pid, secs)
+        rnd = random.Random(n)
+        victims = rnd.sample(pids, nkill)
+        lat = [kill_latency(victims[0])]
+        time.sleep(2)  # the other readers' state after the first interrupt
+        st_after = states([p for p in pids if p not in victims])
+        cpu_after = daemon_cpu_over(m.pid, secs)
+        load_after = loadavg()
+        for v in victims[1:]:
+            lat.append(kill_latency(v))
+        for s in streams:  # EOF for every reader: they exit
+            os.unlink(s)
+        wait_until(lambda: xnum(m.path, "readers") == 0, "the waiting readers to go", 120)
+        return dict(n=n, idle=idle_cpu, before=cpu_before, after=cpu_after, lat=lat, park=t_park, rss=rss_n,
+                    st_before=st_before, st_after=st_after, load_before=load_before, load_after=load_after,
+                    show=f"{n}: CPU {cpu_before:.1f} % / {cpu_after:.1f} %, kill {max(lat) * 1e3:.0f} ms max")
+    finally:
+        if holder is not None:
+            try:
+                os.killpg(holder.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            holder.wait()
+        m.close()
+
+
+def scenario_waiting():
+    counts, secs, nkill = SZ["wait_counts"], SZ["wait_secs"], SZ["wait_kills"]
+    out("## 8. Waiting readers: the daemon's CPU, and killing one of them")
+    out()
+    out(f"Readers are children forked by one Python process (no exec; a few hundred KiB each), each "
+        f"blocked in `read()` of one of N/100 streams (`ring_buffer_size=0`, no writer): every read "
+        f"is parked in the daemon, whose watchdog looks at up to 200 thread statuses per 50 ms scan. "
+        f"Daemon CPU = utime + stime of /proc/PID/stat over {secs:g} s, in % of one core; the baseline "
+        f"is the same daemon with its streams and no reader, over the same time. Then one reader gets "
+        f"SIGTERM (time to its exit measured; the kernel then waits for every parked read killably, "
+        f"which shows as D state and in the load average), the CPU is measured again, and "
+        f"{nkill - 1} more readers get SIGTERM one by one. A fresh daemon per count, one round. "
+        f"**Lower is better**; goal: a few % with 10,000 readers.")
+    out()
+    res = []
+    for n in counts:
+        log(f"waiting: {n} readers")
+        r = wait_round(n, secs, nkill)
+        log(f"waiting: {r['show']}")
+        res.append(r)
+    rows = []
+    for r in res:
+        lat = sorted(r["lat"])
+        rows.append([f"{r['n']}", f2(r["idle"]), f2(r["before"]), f2(r["after"]),
+                     f"{lat[0] * 1e3:.0f} / {med(lat) * 1e3:.0f} / {lat[-1] * 1e3:.0f}",
+                     f"{r['st_before'].get('S', 0)} S, {r['st_before'].get('D', 0)} D",
+                     f"{r['st_after'].get('S', 0)} S, {r['st_after'].get('D', 0)} D",
+                     f"{r['load_before']} → {r['load_after']}", f"{r['park']:.1f}", mb(r["rss"])])
+    table(["readers", "daemon CPU % idle (no reader)", "CPU % waiting", "CPU % after the first signal",
+           "SIGTERM → exit ms min / median / max", "reader states before", "after the first signal",
+           "load average before → after", "s to park all", "daemon RSS MiB"], rows, "rrrrrrrlrr")
+    big = res[-1]
+    goal("waiting", f"daemon CPU with {big['n']} waiting readers (before / after a signal)",
+         f"{big['before']:.1f} % / {big['after']:.1f} % of a core", "a few % (≤ 5 %)",
+         max(big["before"], big["after"]) <= 5.0)
+    goal("waiting", f"SIGTERM → exit of a waiting reader among {big['n']}", f"max {max(big['lat']) * 1e3:.0f} ms",
+         "< 3 s (the stress test's bound)", max(big["lat"]) < 3.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Soak: a steady writer, readers joining and leaving at random, RSS every minute.
 
 WRITER = r"""
@@ -1517,6 +1774,8 @@ def goals_table():
         "latency": ["latency p50 ÷ pipe p50, 1 and 16 readers", "latency, 16 readers: streamfs p99"],
         "memory": ["memory: peak RSS within ring + readers × channel + 16 MiB", "memory: RSS per idle reader"],
         "small": ["16-byte writes: budgets hold"],
+        "hostile": ["hostile load: (peak RSS − idle) ÷ max_memory"],
+        "waiting": ["daemon CPU with 10000 waiting readers", "SIGTERM → exit of a waiting reader"],
     }
     have = {g[0] for g in GOALS}
     for scen, text, measured, target, met in GOALS:
