@@ -422,7 +422,7 @@ fn status_json_has_every_statistic_typed() {
         format!(
             "{{'label': 'pid {0} (cat)', 'pid': {0}, 'command': 'cat', 'queued': 0, \
              'budget': 6291456, 'delivered': 3000, 'dropped_writes': 0, 'dropped_bytes': 0, \
-             'waiting': True, 'disconnected': False}}",
+             'start': 0, 'waiting': True, 'disconnected': False}}",
             r.child.id()
         )
     );

@@ -342,6 +342,9 @@ impl State {
     /// The first line start (a write start after a newline, or the byte after a newline)
     /// at or after `from`, or the end.
     fn line_start_from(&self, from: u64) -> u64 {
+        if from > self.ring_start() && self.byte_at(from - 1) == Some(b'\n') {
+            return from;
+        }
         let i = self
             .ring
             .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= from);
@@ -415,7 +418,7 @@ impl State {
             Align::Line => match start.from {
                 Origin::Live => end,
                 Origin::BackBytes(n) => {
-                    let p = self.line_start_from(end.saturating_sub(n).max(w.min(end)));
+                    let p = self.line_start_from(end.saturating_sub(n).max(ring_start));
                     if p < end {
                         p
                     } else {
