@@ -10,6 +10,7 @@ pub mod fs;
 pub mod logging;
 pub mod memory;
 pub mod mount;
+pub mod mpegts;
 pub mod namespace;
 pub mod options;
 pub mod ratelimit;
