@@ -404,7 +404,8 @@ impl Stream {
         };
         let reserved = self.pool.reserve(estimate).is_ok();
         let mut st = self.lock();
-        let position = st.resolve(start, st.policy.align, &[])?;
+        let keyframes: Vec<u64> = st.keyframes.iter().copied().collect();
+        let position = st.resolve(start, st.policy.align, &keyframes)?;
         let id = st.next_id;
         st.next_id += 1;
         let (from, skip_until) = match position {
@@ -475,7 +476,8 @@ impl Stream {
         let mut st = self.lock();
         st.trim_ring();
         let end = st.written;
-        match st.resolve(start, st.policy.align, &[])? {
+        let keyframes: Vec<u64> = st.keyframes.iter().copied().collect();
+        match st.resolve(start, st.policy.align, &keyframes)? {
             state::Position::At(p) => Ok((p, end)),
             state::Position::Ahead(o) => Ok((o, end)),
         }

@@ -440,15 +440,14 @@ fn not_mpegts() {
 // ---------------------------------------------------------------------------------------
 // Real ffmpeg output
 
-fn have_ffmpeg() -> bool {
+/// Fails the test, loudly, when ffmpeg is missing (the test command installs it): a test
+/// that cannot run must not pass.
+fn require_ffmpeg() {
     let ok = Command::new("ffmpeg")
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("ffmpeg not found: skipping");
-    }
-    ok
+    assert!(ok, "ffmpeg is missing: install it (scripts/test does)");
 }
 
 fn ffmpeg_encode(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
@@ -501,9 +500,7 @@ fn points(data: &[u8]) -> Vec<u64> {
 
 #[test]
 fn ffmpeg_h264_aac_one_point_per_gop() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = tempfile::tempdir().unwrap();
     let ts = ffmpeg_encode(
         dir.path(),
@@ -548,9 +545,7 @@ fn ffmpeg_h264_aac_one_point_per_gop() {
 
 #[test]
 fn ffmpeg_audio_only() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = tempfile::tempdir().unwrap();
     let ts = ffmpeg_encode(
         dir.path(),

@@ -125,6 +125,7 @@ pub(super) enum Report {
         label: String,
         queued: u64,
     },
+    NotMpegTs,
 }
 
 /// How often a reader's drops are summarised in the log at most.
@@ -164,6 +165,9 @@ impl Deferred {
                 ),
                 Report::Disconnected { label, queued } => log::warn!(
                     "reader {label}: disconnected (slow_reader=disconnect) with {queued} bytes queued; it reads the rest, then EOF"
+                ),
+                Report::NotMpegTs => log::warn!(
+                    "a stream with replay_align=mpegts does not parse as MPEG-TS: its replays start at whole writes"
                 ),
             }
         }
@@ -497,6 +501,10 @@ pub(super) struct State {
     pub last_error: Option<String>,
     /// The last byte written ended a line (true before any write).
     pub last_newline: bool,
+    /// With `replay_align=mpegts`: the packet scanner, and the random access points of the
+    /// ring (absolute offsets, increasing; none before the ring's start).
+    pub ts: Option<crate::mpegts::TsScanner>,
+    pub keyframes: VecDeque<u64>,
     /// Bytes written per second, indexed by unix second modulo the length.
     pub rate: [(u64, u64); RATE_SECONDS as usize + 2],
 }
@@ -524,6 +532,8 @@ impl State {
             created: Instant::now(),
             last_error: None,
             last_newline: true,
+            ts: None,
+            keyframes: VecDeque::new(),
             rate: [(0, 0); RATE_SECONDS as usize + 2],
         }
     }
@@ -556,6 +566,24 @@ impl State {
         self.trim_ring();
     }
 
+    /// Finds the random access points of a write (MPEG-TS); once the stream is known not to
+    /// be MPEG-TS, says so once and stops looking (replays start at whole writes).
+    fn scan_keyframes(&mut self, parts: &[Chunk], offset: u64, deferred: &mut Deferred) {
+        use crate::mpegts::{TsScanner, Verdict};
+        let ts = self.ts.get_or_insert_with(TsScanner::new);
+        if ts.verdict() == Verdict::NotMpegTs {
+            return;
+        }
+        let mut at = offset;
+        for c in parts {
+            self.keyframes.extend(ts.scan(at, c));
+            at += c.len() as u64;
+        }
+        if ts.verdict() == Verdict::NotMpegTs {
+            deferred.reports.push(Report::NotMpegTs);
+        }
+    }
+
     /// Pops the ring's oldest whole write.
     pub fn pop_ring_write(&mut self) {
         let mut first = true;
@@ -570,6 +598,10 @@ impl State {
             self.ring.pop_front();
         }
         self.ring_writes -= 1;
+        let start = self.ring_start();
+        while self.keyframes.front().is_some_and(|k| *k < start) {
+            self.keyframes.pop_front();
+        }
     }
 
     /// Drops the oldest whole writes until the ring fits its budget or holds one write, and
@@ -589,6 +621,7 @@ impl State {
     }
 
     pub fn clear_ring(&mut self) {
+        self.keyframes.clear();
         self.ring.clear();
         self.ring_cost = 0;
         self.ring_bytes = 0;
@@ -647,6 +680,9 @@ impl State {
         let line_start = self.last_newline;
         if let Some(last) = parts.last().and_then(|c| c.last()) {
             self.last_newline = *last == b'\n';
+        }
+        if self.policy.align == crate::start::Align::MpegTs {
+            self.scan_keyframes(&parts, offset, deferred);
         }
         self.push_ring(&parts, clock(), offset, line_start);
         deferred.writer_first |= len >= WRITER_FIRST_BYTES;
