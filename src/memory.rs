@@ -161,12 +161,17 @@ impl Pool {
         if self.try_take(n) {
             return Ok(());
         }
-        self.shed(n);
-        if self.try_take(n) {
-            Ok(())
-        } else {
-            Err(StreamError::NoMemory)
+        // Another writer may take the room shed for this one before it does: shed again,
+        // a few times, before concluding that nothing can be shed.
+        for _ in 0..4 {
+            if self.shed(n) == 0 && !self.fits(n) {
+                break;
+            }
+            if self.try_take(n) {
+                return Ok(());
+            }
         }
+        Err(StreamError::NoMemory)
     }
 
     /// Whether `n` more bytes fit now.
@@ -180,8 +185,9 @@ impl Pool {
         streams.iter().filter_map(|w| w.upgrade()).collect()
     }
 
-    /// Frees memory until `need` more bytes fit, in the contract's order.
-    fn shed(&self, need: u64) {
+    /// Frees memory until `need` more bytes fit, in the contract's order. Returns the bytes
+    /// freed.
+    fn shed(&self, need: u64) -> u64 {
         let streams = self.live_streams();
         let before = self.used();
         // 1. History, oldest first across streams: each pass takes the stream whose oldest
@@ -221,15 +227,23 @@ impl Pool {
         }
         let freed = before.saturating_sub(self.used());
         if freed > 0 {
-            self.shed_bytes.fetch_add(freed, Ordering::Relaxed);
-            log::warn!(
-                "memory limit {} reached: shed {} of history and slow readers' queues",
-                crate::size::HumanSize(self.limit),
-                crate::size::HumanSize(freed)
-            );
+            let total = self.shed_bytes.fetch_add(freed, Ordering::Relaxed) + freed;
+            // At the limit every write sheds: one line per interval says how much in all.
+            SHED_LOG.log_at(log::Level::Warn, || {
+                format!(
+                    "memory limit {} reached: history and slow readers' queues are being shed ({} so far)",
+                    crate::size::HumanSize(self.limit),
+                    crate::size::HumanSize(total)
+                )
+            });
         }
+        freed
     }
 }
+
+/// Shedding happens at every write once the limit is reached: its log line is rate-limited.
+static SHED_LOG: crate::ratelimit::RateLimit =
+    crate::ratelimit::RateLimit::new(1, std::time::Duration::from_secs(10));
 
 /// One piece of a write's bytes, stored once and shared by the ring and every reader's
 /// queue; its cost is charged to its pool while it lives.

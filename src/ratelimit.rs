@@ -60,15 +60,22 @@ impl RateLimit {
     /// Logs the line `make` builds at info level, when admitted; the line is not even built
     /// otherwise.
     pub fn log(&self, make: impl FnOnce() -> String) {
+        self.log_at(log::Level::Info, make)
+    }
+
+    /// [`RateLimit::log`] at `level`.
+    pub fn log_at(&self, level: log::Level, make: impl FnOnce() -> String) {
         if let Some(left_out) = self.admit(Instant::now()) {
             if left_out > 0 {
-                log::info!(
+                log::log!(
+                    target: "streamfs",
+                    level,
                     "{left_out} similar lines left out (at most {} per {:?})",
                     self.burst,
                     self.interval
                 );
             }
-            log::info!(target: "streamfs", "{}", make());
+            log::log!(target: "streamfs", level, "{}", make());
         }
     }
 }

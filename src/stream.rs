@@ -397,10 +397,13 @@ impl Stream {
     ) -> Result<Reader, StreamError> {
         self.pool.add_reader()?;
         let added = ReaderCount(&self.pool);
+        // Room for the replay's queue entries, and for this reader's entries of the writes
+        // parked under `Block` (charged with them: see `submit_parts`).
         let estimate = {
             let mut st = self.lock();
             st.trim_ring();
-            st.ring.len() as u64 * crate::memory::ENTRY_COST
+            let parked: usize = st.blocked.iter().map(|w| w.parts.len()).sum();
+            (st.ring.len() + parked) as u64 * crate::memory::ENTRY_COST
         };
         let reserved = self.pool.reserve(estimate).is_ok();
         let mut st = self.lock();
@@ -430,19 +433,27 @@ impl Stream {
             (Some(_), Some(e)) => (from - e.offset) as usize,
             _ => 0,
         };
-        let charged = queue.len() as u64 * crate::memory::ENTRY_COST;
-        if reserved {
-            // The ring may have changed between the estimate and the copy.
-            self.pool.charge(charged);
-            self.pool.refund(estimate);
-        }
-        let replay_left = queue.len();
-        let queued = queue.iter().map(|e| e.chunk.len() as u64).sum::<u64>() - front_off as u64;
         let fate = if st.removed || start.snapshot {
             Fate::Ended
         } else {
             Fate::Open
         };
+        let mut charged = queue.len() as u64 * crate::memory::ENTRY_COST;
+        if fate == Fate::Open {
+            for w in st.blocked.iter_mut() {
+                let more = w.parts.len() as u64 * crate::memory::ENTRY_COST;
+                w.entries += more;
+                charged += more;
+            }
+        }
+        // What was reserved goes back; what is charged is what the queue and the parked
+        // writes now hold (the ring may have changed between the estimate and the copy).
+        self.pool.charge(charged);
+        if reserved {
+            self.pool.refund(estimate);
+        }
+        let replay_left = queue.len();
+        let queued = queue.iter().map(|e| e.chunk.len() as u64).sum::<u64>() - front_off as u64;
         std::mem::forget(added);
         st.readers.push(ReaderState {
             id,
@@ -508,11 +519,17 @@ impl Stream {
             if block && (!st.blocked.is_empty() || !st.all_fit(cost)) {
                 let id = st.next_id;
                 st.next_id += 1;
+                // Its queue entries are charged now, while the pool can still refuse the
+                // next write: released together later, parked writes would otherwise charge
+                // them all at once, past the limit.
+                let entries = (parts.len() * st.open_readers()) as u64 * crate::memory::ENTRY_COST;
+                pool.charge(entries);
                 st.blocked.push_back(BlockedWrite {
                     id,
                     tag,
                     parts,
                     done,
+                    entries,
                 });
                 pool.parked_total.fetch_add(1, Ordering::Relaxed);
                 return (Some(id), 0);
@@ -583,6 +600,7 @@ impl Stream {
                 return (false, 0);
             };
             let w = st.blocked.remove(pos).expect("position is in range");
+            pool.refund(w.entries);
             deferred.dones.push((w.done, Err(StreamError::Interrupted)));
             // Writes behind it may fit now.
             (true, 1 + st.release_blocked(pool, deferred))
@@ -612,7 +630,7 @@ impl Stream {
     /// Ends the stream: parked reads get EOF, blocked writes `Removed`, pollers wake, writes
     /// fail from now on. Idempotent.
     pub fn remove(&self) {
-        self.with_state(|st, _, deferred| {
+        self.with_state(|st, pool, deferred| {
             if st.removed {
                 return ((), 0);
             }
@@ -623,6 +641,7 @@ impl Stream {
             }
             for w in st.blocked.drain(..) {
                 completed += 1;
+                pool.refund(w.entries);
                 deferred.dones.push((w.done, Err(StreamError::Removed)));
             }
             st.clear_ring();

@@ -30,6 +30,8 @@ pub(super) struct BlockedWrite {
     pub tag: u32,
     pub parts: Vec<Chunk>,
     pub done: WriteDone,
+    /// Queue entries charged for it when it parked (refunded when it leaves the queue).
+    pub entries: u64,
 }
 
 /// One piece of a queued or ringed write. A write is one or more entries, the first flagged.
@@ -538,6 +540,11 @@ impl State {
         }
     }
 
+    /// Readers that still receive writes.
+    pub fn open_readers(&self) -> usize {
+        self.readers.iter().filter(|r| r.fate == Fate::Open).count()
+    }
+
     pub fn reader_mut(&mut self, id: u64) -> Option<&mut ReaderState> {
         self.readers.iter_mut().find(|r| r.id == id)
     }
@@ -775,22 +782,18 @@ impl State {
     }
 
     /// Applies the blocked writes that now fit, in order. Returns the parked operations
-    /// (writes and reads) it completed. Each applied write charges its queue entries
-    /// without shedding (the lock is held): once the pool is past its limit, the rest wait
-    /// for the next release (a read that frees room), so that the limit is passed by the
-    /// entries of one write at most.
+    /// (writes and reads) it completed. Their queue entries were charged when they parked,
+    /// so releasing many at once does not pass the memory limit.
     pub fn release_blocked(&mut self, pool: &Pool, deferred: &mut Deferred) -> usize {
         let mut completed = 0;
         while let Some(front) = self.blocked.front() {
-            if completed > 0 && pool.used() > pool.limit() {
-                break;
-            }
             let block = self.policy.slow_reader == SlowReader::Block;
             let cost = front.parts.iter().map(|c| chunk_cost(c.len())).sum();
             if block && !self.all_fit(cost) {
                 break;
             }
             let w = self.blocked.pop_front().expect("front exists");
+            pool.refund(w.entries);
             completed += 1 + self.apply(w.parts, pool, deferred);
             deferred.dones.push((w.done, Ok(())));
         }
