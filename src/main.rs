@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use streamfs::control::{self, show};
 use streamfs::daemon::{self, DaemonSettings};
 use streamfs::options::{MountSettings, OptionError, parse_channel_size, parse_ring_size};
@@ -28,16 +28,32 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
   umask=OOO                 mode bits cleared from new streams (octal, e.g. 022)
   allow_other, allow_root   let other users (or root) use the mount (allow_other needs
                             user_allow_other in /etc/fuse.conf for non-root mounts)
-  default_permissions       let the kernel enforce file modes
+  default_permissions       let the kernel enforce file modes (implied by allow_other)
+  start=SPEC                where readers that name no start begin (default start: the
+                            whole ring; live, -10s, -64KB, snapshot, ...: see STREAM@SPEC)
+  replay_align=ALIGN        where replays begin: write (default), line, or mpegts (at a
+                            keyframe, after the latest PAT and PMT)
+  ring_buffer_time=DURATION drop history older than this (ms, s, m, h; default unlimited)
+  max_memory=SIZE           all the stream data the daemon may hold (default a quarter of
+                            this machine's memory: {MAX_MEMORY}); at the limit the oldest
+                            history is shed first, then the readers furthest behind
+  max_streams=N             streams at once (default 10000; more: ENOSPC)
+  max_readers=N             readers at once (default 100000; more: EMFILE)
+  max_ring_buffer_size=SIZE, max_channel_buffer_size=SIZE
+                            the largest budgets users other than root and the mount's
+                            owner may setfattr (default: the mount's own budgets)
   ro, nosuid, nodev, noexec, noatime, fsname=NAME
   Generic mount options (rw, auto, noauto, user, users, _netdev, nofail, x-*, ...) are
   accepted and ignored.
 
 Per-stream overrides: setfattr -n user.streamfs.ring_buffer_size -v 16MB FILE (also
-channel_buffer_size, slow_reader, on_writer_close).
+channel_buffer_size, slow_reader, on_writer_close, start, replay_align, ring_buffer_time).
+Start positions: cat FILE@live, FILE@-10s, FILE@-64KB, FILE@OFFSET, FILE@snapshot (the
+history, then end of file; stat gives its size), FILE@-10s,snapshot.
 Statistics (getfattr -d -m - FILE, decimal text under user.streamfs.): bytes_written,
 writes, readers, writers, ring_bytes, ring_start, dropped_writes, dropped_bytes,
-write_rate, blocked_writes, reader_list; on the mount point: totals and the daemon's pid.
+write_rate, blocked_writes, last_error, reader_list (paged: reader_pages, reader_list.N);
+on the mount point: totals, memory and max_memory, the log's place and the daemon's pid.
 
 SIZE is a number of bytes or a number with a unit: B, KB, MB, GB (1024-based,
 case-insensitive; KiB, MiB, GiB accepted), decimals allowed: 524288, 512KB, 1.5MB.
@@ -84,7 +100,6 @@ Lines), until stopped.";
     name = "streamfs",
     version,
     override_usage = USAGE,
-    after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -293,7 +308,7 @@ fn roff_commands(cmd: &clap::Command) -> String {
 
 /// The man page: one page for the whole command, made from the clap definition.
 fn man_page() -> io::Result<Vec<u8>> {
-    let cmd = Cli::command().disable_help_subcommand(true);
+    let cmd = command().disable_help_subcommand(true);
     let man = clap_mangen::Man::new(cmd.clone());
     let mut buf = Vec::new();
     man.render_title(&mut buf)?;
@@ -315,7 +330,7 @@ fn generate(what: Generate) -> ExitCode {
         },
         Generate::Completions { shell } => {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "streamfs", &mut buf);
+            clap_complete::generate(shell, &mut command(), "streamfs", &mut buf);
             buf
         }
     };
@@ -373,8 +388,24 @@ fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
     })
 }
 
+/// The help after the options: AFTER_HELP with this machine's default `max_memory`.
+fn after_help() -> String {
+    AFTER_HELP.replace(
+        "{MAX_MEMORY}",
+        &streamfs::size::HumanSize(streamfs::options::default_max_memory()).to_string(),
+    )
+}
+
+/// The command line's definition, as parsed and as documented (man page, completions).
+fn command() -> clap::Command {
+    Cli::command().after_help(after_help())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Some(Command::Stop {
             mountpoint,
