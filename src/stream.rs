@@ -408,7 +408,22 @@ impl Stream {
         let reserved = self.pool.reserve(estimate).is_ok();
         let mut st = self.lock();
         let keyframes: Vec<u64> = st.keyframes.iter().copied().collect();
-        let position = st.resolve(start, st.policy.align, &keyframes)?;
+        let position = match st.resolve(start, st.policy.align, &keyframes) {
+            // Writes parked under `Block` will reach this reader too, and their entries
+            // could not be charged: a full daemon refuses the reader rather than pass its
+            // limit when they are released.
+            Ok(_) if !reserved && !st.blocked.is_empty() => Err(StreamError::NoMemory),
+            r => r,
+        };
+        let position = match position {
+            Ok(p) => p,
+            Err(e) => {
+                if reserved {
+                    self.pool.refund(estimate);
+                }
+                return Err(e);
+            }
+        };
         let id = st.next_id;
         st.next_id += 1;
         let (from, skip_until) = match position {
