@@ -44,33 +44,7 @@ pub enum StartError {
 
 /// Whether `path` (canonical) is a mount point, from /proc/self/mountinfo.
 pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_bytes();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want)
-}
-
-/// Mount points in mountinfo escape space, tab, newline and backslash as \ooo.
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
+    crate::control::mounts().is_ok_and(|ms| ms.iter().any(|m| m.mount_point == path))
 }
 
 /// Problems with the kernel's FUSE settings, read through `sysctl` (a name under
@@ -498,12 +472,5 @@ mod tests {
         m.budgets.channel = 2 << 30;
         let w = budget_warnings(&m, Some(8 << 30));
         assert!(w[0].contains("max_memory=1 GiB"), "{w:?}");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), b"/mnt/a b");
-        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
-        assert_eq!(unescape_mountinfo("/end\\"), b"/end\\");
     }
 }

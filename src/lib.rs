@@ -16,6 +16,7 @@ pub mod options;
 pub mod ratelimit;
 pub mod size;
 pub mod start;
+pub mod status;
 pub mod stream;
 pub mod sync;
 pub mod xattr;

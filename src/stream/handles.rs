@@ -1,0 +1,202 @@
+//! The handles a front door holds: a [`Reader`] (its reads, its poll) and a [`Writer`] (its
+//! writes and its unit, the pieces of a write not yet finished). Both are views of one
+//! [`Stream`]; dropping one unregisters it.
+
+use super::state::Fate;
+use super::{
+    Deliver, MAX_WRITE, ReadMode, ReaderStats, Readiness, Stream, StreamError, Wake, WriteDone,
+};
+use crate::memory::Chunk;
+use crate::stream::OnWriterClose;
+use crate::sync::{Arc, Mutex};
+
+/// An open reader. Dropping it unregisters it; it must not be dropped while one of its reads
+/// is parked (the kernel never releases a file with a read in flight), but if it is, those
+/// reads get EOF.
+pub struct Reader {
+    pub(super) stream: Arc<Stream>,
+    pub(super) id: u64,
+}
+
+impl Reader {
+    /// Reads up to `max` (> 0) bytes. `deliver` is called exactly once: at once, before this
+    /// returns, when bytes are queued, the reader ended or `mode` is non-blocking; later
+    /// otherwise. Returns the parked read's id when it parked. `tag` is kept with a parked
+    /// read for [`Stream::parked_reads`].
+    pub fn read(&self, max: usize, mode: ReadMode, tag: u32, deliver: Deliver) -> Option<u64> {
+        self.stream.read(self.id, max, mode, tag, deliver)
+    }
+
+    /// Reports readiness and keeps `wake` (replacing an earlier one) to be called when the
+    /// reader next becomes readable from empty, or ends; edge-triggered pollers need it even
+    /// when the reader is readable now.
+    pub fn poll(&self, wake: Wake) -> Readiness {
+        let mut st = self.stream.lock();
+        let r = st
+            .reader_mut(self.id)
+            .expect("a Reader is registered until it is dropped");
+        // Keep the poller even when readable: an edge-triggered epoll polls once per event,
+        // so the next one (a write to the emptied queue, or the end) must notify it.
+        r.wake = Some(wake);
+        if !r.queue.is_empty() {
+            Readiness::Readable
+        } else if r.fate != Fate::Open {
+            Readiness::Ended
+        } else {
+            Readiness::Waiting
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        let mut st = self.stream.lock();
+        st.reader_mut(self.id)
+            .map(|r| r.stats())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let state = self.stream.with_state(|st, pool, deferred| {
+            let Some(pos) = st.readers.iter().position(|r| r.id == self.id) else {
+                return (None, 0);
+            };
+            let mut state = st.readers.swap_remove(pos);
+            let unparked = state.end(Fate::Ended, deferred);
+            // Its queue no longer holds writers back.
+            (Some(state), unparked + st.release_blocked(pool, deferred))
+        });
+        if let Some(state) = state {
+            crate::ratelimit::OPENS.log(|| {
+                format!(
+                    "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
+                    state.label, state.delivered, state.dropped_writes, state.dropped_bytes
+                )
+            });
+        }
+    }
+}
+
+/// An open writer: counts as a writer of the stream while it lives, and holds its unit (the
+/// pieces of a write not yet finished).
+pub struct Writer {
+    pub(super) stream: Arc<Stream>,
+    /// The open unit's pieces. Invariant: their total is below [`MAX_WRITE`].
+    pub(super) unit: Mutex<Vec<Chunk>>,
+}
+
+/// A `done` that needs no answer (a unit finished on a writer's behalf).
+fn ignore_done() -> WriteDone {
+    Box::new(|r| {
+        if let Err(e) = r {
+            log::debug!("a finished unit was not applied: {e}");
+        }
+    })
+}
+
+impl Writer {
+    /// Adds `data` to this writer's open unit (beginning one when there is none); nothing
+    /// reaches a reader until the unit is finished. When the unit would pass [`MAX_WRITE`],
+    /// what it holds is applied first as one write. Fails, abandoning the unit, when the
+    /// stream was removed or the memory limit leaves no room.
+    pub fn append(&self, data: &[u8], tag: u32) -> Result<(), StreamError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let full = {
+            let unit = self.unit.lock();
+            let len: u64 = unit.iter().map(|c| c.len() as u64).sum();
+            len > 0 && len + data.len() as u64 > MAX_WRITE
+        };
+        if full {
+            self.finish(tag, ignore_done());
+        }
+        if self.stream.is_removed() {
+            self.abandon();
+            return Err(StreamError::Removed);
+        }
+        // The copy is made before any stream lock is taken: a 1 MiB copy under it would hold
+        // up the stream's readers, and making room may shed other streams' history.
+        match Chunk::new(&self.stream.pool, data) {
+            Ok(chunk) => {
+                self.unit.lock().push(chunk);
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the open unit as one write (`done` gets `Ok` at once when there is none), or
+    /// parks it under policy `Block` until every reader has room, returning its id for
+    /// [`Stream::cancel_write`]. `done` is called exactly once; `tag` is kept with a parked
+    /// write for [`Stream::blocked_writes`].
+    pub fn finish(&self, tag: u32, done: WriteDone) -> Option<u64> {
+        let parts = std::mem::take(&mut *self.unit.lock());
+        self.stream.submit_parts(parts, tag, done)
+    }
+
+    /// Appends `data` and finishes the unit: a whole write when no unit was open.
+    pub fn submit(&self, data: &[u8], tag: u32, done: WriteDone) -> Option<u64> {
+        match self.append(data, tag) {
+            Ok(()) => self.finish(tag, done),
+            Err(e) => {
+                done(Err(e));
+                None
+            }
+        }
+    }
+
+    /// Discards the open unit; returns its bytes.
+    pub fn abandon(&self) -> u64 {
+        let parts = std::mem::take(&mut *self.unit.lock());
+        parts.iter().map(|c| c.len() as u64).sum()
+    }
+
+    /// Bytes of the open unit.
+    pub fn pending(&self) -> u64 {
+        self.unit.lock().iter().map(|c| c.len() as u64).sum()
+    }
+
+    /// [`Writer::submit`] that waits for a parked write on this thread.
+    pub fn write(&self, data: &[u8]) -> Result<(), StreamError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(
+            data,
+            0,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(StreamError::Interrupted))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A writer that goes away mid-unit leaves nothing of it to readers.
+        self.abandon();
+        self.stream.with_state(|st, _, deferred| {
+            st.writers -= 1;
+            let mut unparked = 0;
+            if st.writers == 0 && st.policy.on_writer_close == OnWriterClose::Eof {
+                // The session is over: its readers finish, the next writer starts afresh.
+                for r in st.readers.iter_mut().filter(|r| r.fate == Fate::Open) {
+                    unparked += r.end(Fate::Ended, deferred);
+                }
+                st.clear_ring();
+            }
+            ((), unparked)
+        });
+    }
+}
