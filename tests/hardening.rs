@@ -567,3 +567,53 @@ time.sleep(600)
     }
     assert_eq!(lines, 1500);
 }
+
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(") ").next()?.chars().next()
+}
+
+/// The kernel's interrupts are taken (fuser would answer them ENOSYS, after which every
+/// waiting reader of the mount sleeps in D state): waiting readers stay in S state before
+/// and after one of them is interrupted, and a stopped one still dies of SIGKILL.
+#[test]
+fn waiting_readers_sleep_in_s_state_and_stay_killable() {
+    let m = Mount::new(&["-o", "ring_buffer_size=0"]);
+    let f = m.file("s");
+    sh(&format!("touch {}", q(&f)));
+    let mut readers: Vec<Proc> = (0..8).map(|_| Proc::cat(&f)).collect();
+    for r in &readers {
+        wait_parked(&f, r.child.id());
+    }
+    let states = |rs: &[Proc]| -> Vec<Option<char>> {
+        rs.iter().map(|r| proc_state(r.child.id())).collect()
+    };
+    assert!(
+        states(&readers).iter().all(|s| *s == Some('S')),
+        "{:?}",
+        states(&readers)
+    );
+    // Ctrl-C to one: it ends at once, the others sleep on in S.
+    let mut first = readers.remove(0);
+    kill(first.child.id(), libc::SIGINT);
+    assert!(!first.wait(HANG).success());
+    assert!(
+        states(&readers).iter().all(|s| *s == Some('S')),
+        "{:?}",
+        states(&readers)
+    );
+    // A stopped reader (its read goes on waiting, in D until answered) dies of SIGKILL.
+    let mut stopped = readers.remove(0);
+    let pid = stopped.child.id();
+    kill(pid, libc::SIGSTOP);
+    wait_for("the stop to reach the daemon", HANG, || {
+        proc_state(pid) == Some('D')
+    });
+    kill(pid, libc::SIGKILL);
+    stopped.wait(HANG);
+    assert!(
+        states(&readers).iter().all(|s| *s == Some('S')),
+        "{:?}",
+        states(&readers)
+    );
+}
