@@ -13,9 +13,9 @@
 //!    of `block` streams are never shed (their writers wait instead, within their budgets);
 //!
 //! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
-//! never made to wait by the limit. A write's queue entries are charged when it is applied,
-//! under its stream's lock, where nothing can be shed: the total may pass the limit by the
-//! entries of one write, and the next write sheds that back.
+//! never made to wait by the limit. A write's queue and ring entries are charged when it is
+//! applied, under its stream's lock, where nothing can be shed: the total may pass the limit
+//! by the entries of one write, and the next write sheds that back.
 
 use crate::stream::{Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -265,7 +265,9 @@ impl Chunk {
     /// Copies `data` into a new chunk charged to `pool`, shedding to make room (no stream
     /// lock may be held).
     pub fn new(pool: &Arc<Pool>, data: &[u8]) -> Result<Chunk, StreamError> {
-        pool.reserve(chunk_cost(data.len()))?;
+        // Room for its ring entry too, charged when the ring takes it (under the lock).
+        pool.reserve(chunk_cost(data.len()) + crate::stream::RING_ENTRY_COST)?;
+        pool.refund(crate::stream::RING_ENTRY_COST);
         Ok(Chunk(Arc::new(ChunkData {
             bytes: data.into(),
             pool: pool.clone(),

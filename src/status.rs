@@ -183,6 +183,24 @@ pub fn render_table(status: &Status) -> String {
             }
         }
     }
+    // The mount's own figures last, so that the table's first line stays its header.
+    let mount = |name: &str| {
+        status
+            .mount
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let num = |name: &str| mount(name).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(used), Some(max)) = (num("memory"), num("max_memory")) {
+        let _ = write!(out, "memory {} of {}", HumanSize(used), HumanSize(max));
+        match mount("log").filter(|l| !l.is_empty()) {
+            Some(log) => {
+                let _ = writeln!(out, "; log: {}", printable(&log));
+            }
+            None => out.push('\n'),
+        }
+    }
     out
 }
 

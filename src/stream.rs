@@ -79,6 +79,7 @@ use std::time::SystemTime;
 pub use crate::memory::{CHUNK_OVERHEAD, Chunk, Pool, chunk_cost};
 pub use crate::start::{Align, Origin, Start};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
+pub use state::RING_ENTRY_COST;
 use state::{BlockedWrite, Deferred, Fate, Parked, ReaderState, State};
 
 /// The largest write delivered atomically: 64 MiB. A larger `write()` reaches readers as
@@ -333,7 +334,7 @@ impl Stream {
         pool.charge(crate::memory::STREAM_COST);
         let s = Arc::new(Stream {
             id,
-            state: Mutex::new(State::new(budgets, policy, meta)),
+            state: Mutex::new(State::new(budgets, policy, meta, pool.clone())),
             pool,
         });
         s.pool.register_stream(&s);
@@ -432,10 +433,11 @@ impl Stream {
         let id = st.next_id;
         st.next_id += 1;
         let (from, skip_until) = match position {
+            // An offset ahead needs no replay, whatever the room.
+            state::Position::Ahead(o) => (st.written, o),
             // Without room for its replay's entries it starts live.
             _ if !reserved => (st.written, 0),
             state::Position::At(p) => (p, 0),
-            state::Position::Ahead(o) => (st.written, o),
         };
         let first = st
             .ring

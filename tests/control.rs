@@ -209,8 +209,8 @@ fn names_and_commands_are_escaped_in_the_table_and_the_json() {
     );
     assert_eq!(
         table.lines().count(),
-        4,
-        "header, two streams, one reader: {table}"
+        5,
+        "header, two streams, one reader, the mount's memory and log: {table}"
     );
     assert!(
         table.lines().any(|l| l.starts_with("a\\nb\\u{1b}[2J ")),
@@ -509,22 +509,26 @@ fn watch_in_a_pipe_repeats_the_table_without_escape_sequences() {
     let m = Mount::new(&[]);
     std::fs::write(m.file("cam1"), b"abc").unwrap();
     let (out, err) = bash_with_limit(&format!(
-        "'{}' status --watch '{}' | head -5; echo \"exit=${{PIPESTATUS[0]}}\" >&2",
+        "'{}' status --watch '{}' | head -6; echo \"exit=${{PIPESTATUS[0]}}\" >&2",
         bin(),
         m.path.display()
     ));
     assert_eq!(err, "exit=0\n");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out:?}");
+    assert_eq!(lines.len(), 6, "{out:?}");
     assert!(
-        lines[0].starts_with("STREAM") && lines[3].starts_with("STREAM"),
+        lines[0].starts_with("STREAM") && lines[4].starts_with("STREAM"),
         "{out:?}"
     );
     assert!(
-        lines[1].starts_with("cam1") && lines[4].starts_with("cam1"),
+        lines[1].starts_with("cam1") && lines[5].starts_with("cam1"),
         "{out:?}"
     );
-    assert_eq!(lines[2], "", "a blank line between tables: {out:?}");
+    assert!(
+        lines[2].starts_with("memory "),
+        "the mount's figures: {out:?}"
+    );
+    assert_eq!(lines[3], "", "a blank line between tables: {out:?}");
     assert!(!out.contains('\x1b'), "{out:?}");
 }
 

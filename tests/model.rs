@@ -44,8 +44,8 @@ use proptest::test_runner::{Config, TestRunner};
 use streamfs::memory::ENTRY_COST;
 use streamfs::namespace::{Limits, Namespace};
 use streamfs::stream::{
-    Budgets, CHUNK_OVERHEAD, Meta, OnWriterClose, Policy, Pool, ReadMode, ReadOutcome, Reader,
-    ReaderStats, SlowReader, Stream, StreamError, StreamStats, Writer,
+    Budgets, CHUNK_OVERHEAD, Meta, OnWriterClose, Policy, Pool, RING_ENTRY_COST, ReadMode,
+    ReadOutcome, Reader, ReaderStats, SlowReader, Stream, StreamError, StreamStats, Writer,
 };
 use streamfs::sync::Arc;
 
@@ -1528,7 +1528,8 @@ impl Harness {
             self.max_pieces
         };
         let used = self.pool.used();
-        let slack = ENTRY_COST * self.pool.readers() as u64 * pieces;
+        // Queue entries of every reader, and the write's ring entries.
+        let slack = (ENTRY_COST * self.pool.readers() as u64 + RING_ENTRY_COST) * pieces;
         self.check(used <= self.pool.limit().saturating_add(slack), || {
             format!(
                 "pool uses {used}, over its limit {} by more than one write's entries ({slack})",

@@ -323,6 +323,12 @@ impl ReaderState {
 
 pub(super) use super::resolve::Position;
 
+impl Drop for State {
+    fn drop(&mut self) {
+        self.pool.refund(self.ring.len() as u64 * RING_ENTRY_COST);
+    }
+}
+
 /// Answers a reader's parked reads from its queue, which was empty, and wakes its poller.
 /// Returns the reads answered.
 fn answer_parked(r: &mut ReaderState, deferred: &mut Deferred) -> usize {
@@ -342,8 +348,14 @@ fn answer_parked(r: &mut ReaderState, deferred: &mut Deferred) -> usize {
     unparked
 }
 
+/// What one ring entry costs beyond its chunk: its slot in the ring (40 bytes) and the
+/// ring's spare capacity (a power of two, shrunk when much of it is unused).
+pub const RING_ENTRY_COST: u64 = 64;
+
 /// Everything behind a stream's lock.
 pub(super) struct State {
+    /// Charged for every ring entry (`RING_ENTRY_COST` each).
+    pub pool: Arc<Pool>,
     pub budgets: Budgets,
     pub policy: Policy,
     pub meta: Meta,
@@ -383,8 +395,9 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn new(budgets: Budgets, policy: Policy, meta: Meta) -> State {
+    pub fn new(budgets: Budgets, policy: Policy, meta: Meta, pool: Arc<Pool>) -> State {
         State {
+            pool,
             budgets,
             policy,
             meta,
@@ -429,6 +442,7 @@ impl State {
         for (i, chunk) in parts.iter().enumerate() {
             self.ring_cost += chunk_cost(chunk.len());
             self.ring_bytes += chunk.len() as u64;
+            self.pool.charge(RING_ENTRY_COST);
             self.ring.push_back(RingEntry {
                 entry: Entry {
                     chunk: chunk.clone(),
@@ -474,8 +488,13 @@ impl State {
             self.ring_cost -= chunk_cost(len);
             self.ring_bytes -= len as u64;
             self.ring.pop_front();
+            self.pool.refund(RING_ENTRY_COST);
         }
         self.ring_writes -= 1;
+        if self.ring.capacity() > 1024 && self.ring.capacity() > 4 * self.ring.len() {
+            // A flood of small writes left a large ring behind: give its slots back.
+            self.ring.shrink_to(2 * self.ring.len());
+        }
         let start = self.ring_start();
         while self.keyframes.front().is_some_and(|k| *k < start) {
             self.keyframes.pop_front();
@@ -500,7 +519,9 @@ impl State {
 
     pub fn clear_ring(&mut self) {
         self.keyframes.clear();
+        self.pool.refund(self.ring.len() as u64 * RING_ENTRY_COST);
         self.ring.clear();
+        self.ring.shrink_to(64);
         self.ring_cost = 0;
         self.ring_bytes = 0;
         self.ring_writes = 0;
