@@ -2454,3 +2454,136 @@ fn regression_releasing_parked_writes_keeps_within_the_memory_limit() {
         assert!(used <= limit + one_write, "the pool uses {used}");
     }
 }
+
+/// Regression (open): an open refused `TooOld` leaves its reservation charged for good.
+/// `Stream::open_reader_at` reserves the replay's queue entries (one per ring entry and per
+/// piece of a parked write) before it resolves the start, and the `?` on `State::resolve`
+/// returns without refunding them. Minimal sequence: a ring of 100 bytes holding one write
+/// (6 bytes, then 30: the first is trimmed, the ring starts at 6); `open_reader_at(Offset(0))`
+/// fails `TooOld` as it should, but the pool now uses `ENTRY_COST` more, and every further
+/// refused open adds as many again (a client retrying an old offset exhausts `max_memory`).
+#[test]
+fn regression_an_open_refused_as_too_old_gives_back_its_reservation() {
+    let ns = Namespace::new(Budgets::new(1 << 20, 100));
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let w = s.open_writer();
+    w.write(b"hello\n").unwrap();
+    w.write(&[b'x'; 30]).unwrap();
+    assert_eq!(s.stats().ring_start, 6);
+    let before = ns.pool().used();
+    for _ in 0..3 {
+        let start = Start {
+            from: Origin::Offset(0),
+            snapshot: false,
+        };
+        let e = s.open_reader_at("old".into(), start).err();
+        assert_eq!(e, Some(StreamError::TooOld));
+    }
+    assert_eq!(
+        ns.pool().used(),
+        before,
+        "three opens refused TooOld left memory charged"
+    );
+}
+
+/// Regression (open): a reader that asks for an offset ahead of the stream's end starts at
+/// the end instead when the pool cannot reserve the (estimated) replay entries, although it
+/// replays nothing: it then receives bytes before the offset it asked for, and its
+/// `ReaderStats::start` says the end. (`open_reader_at`: `_ if !reserved => (st.written, 0)`
+/// comes before `Position::Ahead`.) Minimal sequence: `max_memory` 20000, a `Block` stream
+/// (its reader is never shed) with big budgets, a reader that never reads, 100-byte writes
+/// until the free memory is below a reader's cost plus the ring's entries; then
+/// `open_reader_at(Offset(end + 5))` starts at `end`, not `end + 5`. (The failed reservation
+/// also sheds the whole ring on its way, though that frees nothing: the reader's queue
+/// holds the same chunks.)
+#[test]
+fn regression_an_offset_ahead_never_starts_before_it() {
+    let ns = Namespace::with_limits(
+        Budgets::new(1 << 20, 1 << 20),
+        Policy {
+            slow_reader: SlowReader::Block,
+            ..Policy::default()
+        },
+        Limits {
+            max_memory: 20_000,
+            ..Limits::NONE
+        },
+    );
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let _slow = s.open_reader("slow".into()).unwrap();
+    let w = s.open_writer();
+    let mut writes = 0u64;
+    while ns.pool().limit() - ns.pool().used() >= READER_COST + writes * ENTRY_COST {
+        w.write(&[b'x'; 100]).unwrap();
+        writes += 1;
+    }
+    let end = s.stats().written_bytes;
+    let start = Start {
+        from: Origin::Offset(end + 5),
+        snapshot: false,
+    };
+    let r = s.open_reader_at("ahead".into(), start).unwrap();
+    assert_eq!(
+        r.stats().start,
+        end + 5,
+        "an offset ahead of the end ({end}) must be waited for"
+    );
+}
+
+/// Regression (open): a reader that opens beside parked (`Block`) writes is charged its
+/// queue entries of all of them even when the pool refused to reserve them, passing
+/// `max_memory` by far more than one write's entries. (`open_reader_at` adds
+/// `w.parts.len() * ENTRY_COST` per parked write to `charged` whether `reserved` or not.)
+/// Minimal sequence: `max_memory` 8000, a `Block` stream with channel 0 and no ring, one
+/// reader; 1-byte writes (the first is queued, the rest park) until one fails `NoMemory`;
+/// 8 of the parked writes cancelled (room for a reader's state, not for 57 entries); then
+/// `open_reader_at(Live)` takes the pool to 9498 bytes.
+#[test]
+fn regression_a_reader_opening_beside_parked_writes_keeps_within_the_memory_limit() {
+    let limit = 8000;
+    let ns = Namespace::with_limits(
+        Budgets::new(0, 0),
+        Policy {
+            slow_reader: SlowReader::Block,
+            ..Policy::default()
+        },
+        Limits {
+            max_memory: limit,
+            ..Limits::NONE
+        },
+    );
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let _first = s.open_reader("first".into()).unwrap();
+    let w = s.open_writer();
+    let refused = Arc::new(StdMutex::new(None));
+    let mut parked = Vec::new();
+    while refused.lock().unwrap().is_none() {
+        let r2 = refused.clone();
+        let id = w.submit(
+            b"x",
+            0,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    *r2.lock().unwrap() = Some(e);
+                }
+            }),
+        );
+        parked.extend(id);
+    }
+    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    for id in parked.drain(..8) {
+        assert!(s.cancel_write(id));
+    }
+    let start = Start {
+        from: Origin::Live,
+        snapshot: false,
+    };
+    let _second = s.open_reader_at("second".into(), start).unwrap();
+    let used = ns.pool().used();
+    let one_write = 2 * ENTRY_COST;
+    assert!(
+        used <= limit + one_write,
+        "beside {} parked writes the pool uses {used}, limit {limit} + one write's entries {one_write}",
+        parked.len()
+    );
+}
