@@ -541,10 +541,11 @@ impl Stream {
             if block && (!st.blocked.is_empty() || !st.all_fit(cost)) {
                 let id = st.next_id;
                 st.next_id += 1;
-                // Its queue entries are charged now, while the pool can still refuse the
-                // next write: released together later, parked writes would otherwise charge
-                // them all at once, past the limit.
-                let entries = (parts.len() * st.open_readers()) as u64 * crate::memory::ENTRY_COST;
+                // Its queue and ring entries are charged now, while the pool can still
+                // refuse the next write: released together later, parked writes would
+                // otherwise charge them all at once, past the limit.
+                let entries = parts.len() as u64
+                    * (st.open_readers() as u64 * crate::memory::ENTRY_COST + RING_ENTRY_COST);
                 pool.charge(entries);
                 st.blocked.push_back(BlockedWrite {
                     id,

@@ -28,24 +28,35 @@
 //! - the ring holds a suffix of whole writes whose cost (bytes plus `CHUNK_OVERHEAD` per
 //!   piece) is within its budget unless it is a single write, and the newest write is kept;
 //! - the pool's `used()` passes `max_memory` by at most one write's queue entries, and is 0
-//!   once everything is dropped; `parked_total()` is the number of reads and writes parked.
+//!   once everything is dropped; `parked_total()` is the number of reads and writes parked;
+//! - a reader opened at a start position (`src/start.rs`) begins where the spec says, as
+//!   `ReaderStats::start` reports: an exact offset at that byte (inside a write too; one
+//!   older than the ring fails `TooOld`, one ahead of the end waits for it), `live` at the
+//!   end, `start`/`-DURATION`/`-SIZE` at the write (`replay_align=write`) or line start
+//!   (`line`) the spec names in the ring at the open (`-DURATION` against instants taken
+//!   around each write and the open), `,snapshot` then EOF; `Stream::resolve` agrees; its
+//!   bytes are the stream's from there (the model keeps every byte applied), the rest of the
+//!   write it starts in first, then whole writes as above; an open trims from the ring the
+//!   writes older than `ring_buffer_time`, and only those.
 //!
 //! A coverage count makes sure drops, disconnects, blocking, shedding, memory refusals,
-//! parked reads, cancellations, session ends, units and replays all occur over the cases.
+//! parked reads, cancellations, session ends, units, replays and every kind of start all
+//! occur over the cases.
 //! Shrunk failures are kept below as `regression_*` tests.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use streamfs::memory::ENTRY_COST;
+use streamfs::memory::{ENTRY_COST, READER_COST};
 use streamfs::namespace::{Limits, Namespace};
 use streamfs::stream::{
-    Budgets, CHUNK_OVERHEAD, Meta, OnWriterClose, Policy, Pool, RING_ENTRY_COST, ReadMode,
-    ReadOutcome, Reader, ReaderStats, SlowReader, Stream, StreamError, StreamStats, Writer,
+    Align, Budgets, CHUNK_OVERHEAD, Meta, OnWriterClose, Origin, Policy, Pool, RING_ENTRY_COST,
+    ReadMode, ReadOutcome, Reader, ReaderStats, SlowReader, Start, Stream, StreamError,
+    StreamStats, Writer,
 };
 use streamfs::sync::Arc;
 
@@ -63,6 +74,26 @@ const HEADER: usize = 12;
 /// `max_memory`. With `true` the pool check would tolerate the entries of every write
 /// applied in one step.
 const OPEN_RELEASE_OVERSHOOT: bool = false;
+
+/// Fixed (was open, reproduced by `regression_an_open_refused_as_too_old_gives_back_its_reservation`):
+/// `Stream::open_reader_at` reserves the queue entries of the replay (the ring's entries and
+/// those of parked writes) before it resolves the start, and returns `TooOld` without giving
+/// them back: the pool stays charged for them for good. With `true` the model tolerates
+/// exactly that much memory left charged at the end.
+const OPEN_TOO_OLD_LEAK: bool = false;
+
+/// Fixed (was open, reproduced by `regression_an_offset_ahead_never_starts_before_it`): a reader that
+/// asks for an offset ahead of the end starts at the end instead when the pool has no room
+/// for its replay's queue entries (it has no replay): it receives bytes before its offset.
+/// With `true` the model accepts that start under a memory limit.
+const OPEN_AHEAD_STARTS_AT_END: bool = false;
+
+/// Fixed (was open, reproduced by `regression_a_reader_opening_beside_parked_writes_keeps_within_the_memory_limit`):
+/// a reader that opens while writes are parked (`Block`) is charged its queue entries of
+/// all of them, unchecked, even when the pool refused to reserve them: each such open
+/// passes `max_memory` by the entries of every parked write. With `true` the pool check
+/// tolerates the entries of every parked write for every reader.
+const OPEN_PARKED_OVERCHARGE: bool = false;
 
 /// Most live writers per stream.
 const WRITERS_PER_STREAM: usize = 3;
@@ -108,8 +139,20 @@ enum Op {
     DropWriter {
         w: u8,
     },
+    /// Opens a reader at the stream's default start.
     OpenReader {
         s: u8,
+    },
+    /// Opens a reader at a start position (`probe`: asks `Stream::resolve` first).
+    OpenReaderAt {
+        s: u8,
+        from: FromGen,
+        snapshot: bool,
+        probe: bool,
+    },
+    /// Lets time pass, so that durations (`-DURATION`, `ring_buffer_time`) split the writes.
+    Sleep {
+        us: u16,
     },
     Read {
         r: u8,
@@ -149,12 +192,62 @@ enum Op {
     Shutdown,
 }
 
+/// Where an `OpenReaderAt` starts; offsets are chosen against the stream's ring when the
+/// step runs.
+#[derive(Clone, Copy, Debug)]
+enum FromGen {
+    Start,
+    Live,
+    /// `BACKS[i]`.
+    Back(usize),
+    BackBytes(u64),
+    /// `anchor` 0: the ring's start + `delta`; 1: the stream's end + `delta`; 2: `frac` of
+    /// the way from the ring's start to the end, + `delta`.
+    Offset {
+        anchor: u8,
+        frac: u16,
+        delta: i8,
+    },
+}
+
+/// The durations of `Origin::Back`: none, a few writes, many, all.
+const BACKS: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::from_micros(150),
+    Duration::from_millis(1),
+    Duration::from_millis(8),
+    Duration::from_secs(3600),
+];
+
+fn from_strategy() -> impl Strategy<Value = FromGen> {
+    prop_oneof![
+        2 => Just(FromGen::Start),
+        2 => Just(FromGen::Live),
+        3 => (0..BACKS.len()).prop_map(FromGen::Back),
+        3 => prop_oneof![0u64..=200, 0u64..=1500].prop_map(FromGen::BackBytes),
+        5 => (0u8..3, any::<u16>(), -3i8..=5).prop_map(|(anchor, frac, delta)| FromGen::Offset {
+            anchor,
+            frac,
+            delta
+        }),
+    ]
+}
+
 fn budgets_strategy() -> impl Strategy<Value = Budgets> {
     (
         prop_oneof![Just(0u64), Just(100), Just(300), Just(700), Just(1 << 20)],
         prop_oneof![Just(0u64), Just(100), Just(400), Just(1500)],
+        prop_oneof![
+            4 => Just(None),
+            1 => Just(Some(Duration::from_micros(200))),
+            1 => Just(Some(Duration::from_millis(2)))
+        ],
     )
-        .prop_map(|(channel, ring)| Budgets::new(channel, ring))
+        .prop_map(|(channel, ring, ring_time)| Budgets {
+            channel,
+            ring,
+            ring_time,
+        })
 }
 
 fn policy_strategy() -> impl Strategy<Value = Policy> {
@@ -165,10 +258,12 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
             Just(SlowReader::Disconnect)
         ],
         prop_oneof![3 => Just(OnWriterClose::Keep), 1 => Just(OnWriterClose::Eof)],
+        prop_oneof![Just(Align::Write), Just(Align::Line)],
     )
-        .prop_map(|(slow_reader, on_writer_close)| Policy {
+        .prop_map(|(slow_reader, on_writer_close, align)| Policy {
             slow_reader,
             on_writer_close,
+            align,
             ..Policy::default()
         })
 }
@@ -214,7 +309,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => i().prop_map(|w| Op::Finish { w }),
         1 => i().prop_map(|w| Op::Abandon { w }),
         1 => i().prop_map(|w| Op::DropWriter { w }),
-        4 => i().prop_map(|s| Op::OpenReader { s }),
+        1 => i().prop_map(|s| Op::OpenReader { s }),
+        4 => (i(), from_strategy(), prop::bool::weighted(0.2), prop::bool::weighted(0.3))
+            .prop_map(|(s, from, snapshot, probe)| Op::OpenReaderAt { s, from, snapshot, probe }),
+        1 => (100u16..=800).prop_map(|us| Op::Sleep { us }),
         12 => (i(), prop_oneof![1 => 1u16..=8, 3 => 1u16..=400], any::<bool>())
             .prop_map(|(r, max, wait)| Op::Read { r, max, wait }),
         1 => (i(), i()).prop_map(|(r, k)| Op::CancelRead { r, k }),
@@ -258,9 +356,16 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Byte `i` (past the header) of piece `piece` of unit `unit`.
-fn body_byte(unit: u64, piece: u16, i: usize) -> u8 {
-    (mix(unit << 24 ^ u64::from(piece) << 48 ^ i as u64) >> 56) as u8
+/// Byte `i` (past the header) of piece `piece` of unit `unit`, of `len` bytes: one in about
+/// 25 is a newline, and so is the last of a quarter of the pieces (for `replay_align=line`).
+fn body_byte(unit: u64, piece: u16, len: usize, i: usize) -> u8 {
+    let x = mix(unit << 24 ^ u64::from(piece) << 48 ^ i as u64);
+    let b = (x >> 56) as u8;
+    if b < 10 || i + 1 == len && x & 3 == 0 {
+        b'\n'
+    } else {
+        b
+    }
 }
 
 fn make_piece(unit: u64, piece: u16, writer: u16, len: usize) -> Vec<u8> {
@@ -270,7 +375,7 @@ fn make_piece(unit: u64, piece: u16, writer: u16, len: usize) -> Vec<u8> {
     v.extend_from_slice(&piece.to_le_bytes());
     v.extend_from_slice(&writer.to_le_bytes());
     v.extend_from_slice(&(len as u32).to_le_bytes());
-    v.extend((HEADER..len).map(|i| body_byte(unit, piece, i)));
+    v.extend((HEADER..len).map(|i| body_byte(unit, piece, len, i)));
     v
 }
 
@@ -319,7 +424,7 @@ fn parse(buf: &[u8]) -> Result<(Vec<Piece>, Option<Piece>), String> {
         };
         let have = rest.len().min(len);
         for (i, &b) in rest[HEADER..have].iter().enumerate() {
-            if b != body_byte(unit, piece, HEADER + i) {
+            if b != body_byte(unit, piece, len, HEADER + i) {
                 return Err(format!(
                     "piece {p:?} at offset {at} is damaged at its byte {} (torn or interleaved)",
                     HEADER + i
@@ -360,12 +465,25 @@ enum Cover {
     RingOversize,
     RenameOver,
     Shutdown,
+    StartReplay,
+    LiveAfterHistory,
+    BackPartial,
+    BackBytesPartial,
+    OffsetInsideWrite,
+    OffsetAheadReached,
+    TooOld,
+    SnapshotReplay,
+    LineInsideWrite,
+    RingTimeTrimmed,
+    ResolveAgrees,
     TooMany,
 }
 
 const COVER_KINDS: usize = Cover::TooMany as usize + 1;
 
 static COVERAGE: [AtomicUsize; COVER_KINDS] = [const { AtomicUsize::new(0) }; COVER_KINDS];
+
+static SLEPT: AtomicUsize = AtomicUsize::new(0);
 
 fn cover(c: Cover) {
     COVERAGE[c as usize].fetch_add(1, StdOrdering::Relaxed);
@@ -433,6 +551,29 @@ struct Inc {
     writers: usize,
     /// Position of the first write of the current writer session (`OnWriterClose::Eof`).
     session_start: usize,
+    /// Every byte applied, in the stream's order; the offset of each applied write; and
+    /// instants before and after the call that applied it (its arrival is between them).
+    bytes: Vec<u8>,
+    offs: Vec<u64>,
+    times: Vec<(Instant, Instant)>,
+}
+
+impl Inc {
+    fn end(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether offset `x` starts a line: the byte before it is a newline, or there is none.
+    fn line_start(&self, x: u64) -> bool {
+        x == 0 || self.bytes[x as usize - 1] == b'\n'
+    }
+
+    /// The first line start at or after `x` and before the end, else the end.
+    fn first_line_start(&self, x: u64) -> u64 {
+        (x..self.end())
+            .find(|&y| self.line_start(y))
+            .unwrap_or(self.end())
+    }
 }
 
 /// Where a reader stopped receiving: its window of the stream's order ends at this
@@ -448,9 +589,12 @@ struct Rd {
     inc: usize,
     real: Option<Reader>,
     id: u64,
-    /// Applied writes when it opened, and how many of them it got as replay.
+    /// Applied writes when it opened, and the offset of the first byte it is given (or
+    /// waits for: ahead of the end then).
     opened_at: usize,
-    replay: usize,
+    from: u64,
+    /// How it was opened, for messages.
+    how: String,
     end: End,
     /// What Data answers brought, in the order they were answered.
     buf: Arc<StdMutex<Vec<u8>>>,
@@ -521,6 +665,13 @@ struct Harness {
     /// Applied writes of each stream before the current step.
     before: Vec<usize>,
     trace: Vec<String>,
+    /// An instant before anything the current step applied (writes answered `Ok` arrived
+    /// between it and their answer's processing), and the start of the step.
+    mark: Instant,
+    step_start: Instant,
+    /// Bounds of the memory left charged by opens refused `TooOld` (see
+    /// [`OPEN_TOO_OLD_LEAK`]).
+    leaked: (u64, u64),
 }
 
 impl Harness {
@@ -546,6 +697,9 @@ impl Harness {
             dropped_before: Vec::new(),
             before: Vec::new(),
             trace: Vec::new(),
+            mark: Instant::now(),
+            step_start: Instant::now(),
+            leaked: (0, 0),
         };
         h.create(0, cfg);
         h.create(1, cfg);
@@ -605,6 +759,9 @@ impl Harness {
                     parked: VecDeque::new(),
                     writers: 0,
                     session_start: 0,
+                    bytes: Vec::new(),
+                    offs: Vec::new(),
+                    times: Vec::new(),
                 });
                 self.before.push(0);
                 self.names[name] = Some(self.incs.len() - 1);
@@ -681,7 +838,13 @@ impl Harness {
             self.units[unit as usize].state = match res {
                 Ok(()) => {
                     let pos = self.incs[inc].applied.len();
-                    self.incs[inc].applied.push(unit);
+                    let bytes = self.unit_bytes(unit);
+                    let now = Instant::now();
+                    let i = &mut self.incs[inc];
+                    i.applied.push(unit);
+                    i.offs.push(i.bytes.len() as u64);
+                    i.bytes.extend_from_slice(&bytes);
+                    i.times.push((self.mark, now));
                     UnitState::Applied(pos)
                 }
                 Err(e) => {
@@ -692,6 +855,14 @@ impl Harness {
                 }
             };
         }
+    }
+
+    /// The bytes of a unit, as written.
+    fn unit_bytes(&self, unit: u64) -> Vec<u8> {
+        let u = &self.units[unit as usize];
+        (0..u.pieces.len())
+            .flat_map(|k| make_piece(unit, k as u16, u.writer, u.pieces[k]))
+            .collect()
     }
 
     /// The receiving readers of `inc` with their stats now.
@@ -712,6 +883,7 @@ impl Harness {
         &self,
         unit: u64,
         before: &[(usize, ReaderStats)],
+        offset: u64,
         budgets: Budgets,
         slow: SlowReader,
         parked_ahead: bool,
@@ -737,7 +909,17 @@ impl Harness {
                     let took = after.delivered_bytes + after.queued_bytes
                         - (b.delivered_bytes + b.queued_bytes);
                     let dropped = after.dropped_writes - b.dropped_writes;
-                    if fits(b) {
+                    if b.start > offset {
+                        // It waits for an offset ahead: it takes the write's bytes from
+                        // there on, whatever its budget, and nothing before.
+                        let want = (offset + len).saturating_sub(b.start).min(len);
+                        self.check(took == want && dropped == 0, || {
+                            format!("reader {i} waits for offset {}: of the write at {offset} ({len} bytes) it took {took}, not {want}, dropped {dropped}", b.start)
+                        });
+                        if want > 0 {
+                            cover(Cover::OffsetAheadReached);
+                        }
+                    } else if fits(b) {
                         self.check(took == len && dropped == 0, || {
                             format!("reader {i} had room (live cost {} + {cost} within {}) but took {took} of {len} bytes, dropped {dropped}", b.live_cost, budgets.channel)
                         });
@@ -829,6 +1011,10 @@ impl Harness {
         let shed_before = self.pool.shed_bytes();
         let writer = self.writers[wi].real.as_ref().unwrap();
         let use_sync = sync && data.is_some() && st.policy.slow_reader != SlowReader::Block;
+        self.check(self.log.lock().unwrap().is_empty(), || {
+            "write answers left unprocessed".into()
+        });
+        self.mark = Instant::now();
         if use_sync {
             let res = writer.write(data.as_deref().unwrap());
             self.log.lock().unwrap().push((unit, res));
@@ -877,6 +1063,7 @@ impl Harness {
             self.check_fanout(
                 unit,
                 &before,
+                st.written_bytes,
                 st.budgets,
                 st.policy.slow_reader,
                 parked_ahead,
@@ -1007,11 +1194,152 @@ impl Harness {
         }
     }
 
-    fn open_reader(&mut self, inc: usize) {
+    /// The start `spec` names on `inc` now (offsets against its ring and end).
+    fn make_start(&self, inc: usize, spec: FromGen, snapshot: bool) -> Start {
+        let st = self.incs[inc].real.stats();
+        let (r, e) = (st.ring_start, st.written_bytes);
+        let from = match spec {
+            FromGen::Start => Origin::Start,
+            FromGen::Live => Origin::Live,
+            FromGen::Back(k) => Origin::Back(BACKS[k]),
+            FromGen::BackBytes(n) => Origin::BackBytes(n),
+            FromGen::Offset {
+                anchor,
+                frac,
+                delta,
+            } => {
+                let base = match anchor {
+                    0 => r,
+                    1 => e,
+                    _ => r + (((e - r + 1) * u64::from(frac)) >> 16),
+                };
+                Origin::Offset(base.saturating_add_signed(i64::from(delta)))
+            }
+        };
+        Start { from, snapshot }
+    }
+
+    /// Where a reader opened at `start` on `inc` may begin by the contract, its ring
+    /// beginning at `r` when it opened between `o_lo` and `o_hi`; `None`: it fails `TooOld`.
+    /// Several offsets when the arrival of writes near `-DURATION` is not known exactly.
+    fn allowed_starts(
+        &self,
+        inc: usize,
+        start: Start,
+        align: Align,
+        r: u64,
+        (o_lo, o_hi): (Instant, Instant),
+    ) -> Option<Vec<u64>> {
+        let i = &self.incs[inc];
+        let (e, n) = (i.end(), i.offs.len());
+        // The ring's writes are those from position q on.
+        let q = i.offs.partition_point(|&o| o < r);
+        let at = |k: usize| if k < n { i.offs[k] } else { e };
+        let aligned = |w: u64| match align {
+            Align::Line => i.first_line_start(w),
+            _ => w,
+        };
+        Some(match start.from {
+            Origin::Offset(o) if o < r => return None,
+            Origin::Offset(o) => vec![o],
+            Origin::Live => vec![e],
+            Origin::Start => vec![aligned(r)],
+            Origin::Back(d) => {
+                // The replay begins at a write between the first that may have arrived
+                // within `d` of the open and the first that surely did.
+                let old = |k: usize| i.times[k].1 + d < o_lo;
+                let young = |k: usize| i.times[k].0 + d >= o_hi;
+                let lo = (q..n).find(|&k| !old(k)).unwrap_or(n);
+                let hi = (q..n).find(|&k| young(k)).unwrap_or(n);
+                (lo..=hi).map(|k| aligned(at(k))).collect()
+            }
+            Origin::BackBytes(m) => match align {
+                Align::Line => {
+                    // The newest whole lines totalling at most m, else the newest line.
+                    let p = i.first_line_start(e.saturating_sub(m).max(r));
+                    if p < e {
+                        vec![p]
+                    } else {
+                        vec![(r..e).rev().find(|&y| i.line_start(y)).unwrap_or(e)]
+                    }
+                }
+                _ => {
+                    // The newest whole writes totalling at most m, else the newest write.
+                    let w = (q..n)
+                        .map(at)
+                        .find(|&w| e - w <= m)
+                        .or((q < n).then(|| at(n - 1)))
+                        .unwrap_or(e);
+                    vec![w]
+                }
+            },
+        })
+    }
+
+    /// The cost of the queue entries an open reserves when the ring begins at `from`: one
+    /// per piece of the ring's writes and of the parked writes.
+    fn replay_entries(&self, inc: usize, from: u64) -> u64 {
+        let i = &self.incs[inc];
+        let pieces = |u: u64| self.units[u as usize].pieces.len();
+        let ring: usize = (0..i.offs.len())
+            .filter(|&k| i.offs[k] >= from)
+            .map(|k| pieces(i.applied[k]))
+            .sum();
+        let parked: usize = i.parked.iter().map(|&u| pieces(u)).sum();
+        (ring + parked) as u64 * ENTRY_COST
+    }
+
+    /// Opens a reader at the stream's default start, or at `at` (with `snapshot`, and
+    /// asking `Stream::resolve` first when `probe`), and checks where it begins.
+    fn open_reader(&mut self, inc: usize, at: Option<(FromGen, bool, bool)>) {
+        self.process_log();
         let stream = self.incs[inc].real.clone();
         let registered = self.registered_readers();
-        let res = stream.open_reader(format!("r{}", self.readers.len()));
+        let start = match at {
+            Some((spec, snapshot, _)) => self.make_start(inc, spec, snapshot),
+            None => stream.stats().policy.start,
+        };
+        let probed = at
+            .filter(|a| a.2)
+            .map(|_| (stream.resolve(start), stream.stats().ring_start));
+        let r_before = stream.stats().ring_start;
+        // Nothing is shed by the open when the reader and every entry it may reserve fit.
+        let most = READER_COST + self.replay_entries(inc, r_before);
+        let no_shed = self.pool.used().saturating_add(most) <= self.pool.limit();
+        let label = format!("r{}", self.readers.len());
+        let o_lo = Instant::now();
+        let res = match at {
+            Some(_) => stream.open_reader_at(label, start),
+            None => stream.open_reader(label),
+        };
+        let o_hi = Instant::now();
         self.process_log();
+        let ss = stream.stats();
+        let r = ss.ring_start;
+        let how = format!("{start} ({}, ring from {r})", ss.policy.align);
+        // `ring_buffer_time`: the open trimmed the writes older than it, and only those
+        // (unless it shed history to make room: shedding may trim it without freeing
+        // anything, which no statistic shows).
+        let trimmed = matches!(res, Ok(_) | Err(StreamError::TooOld)) && no_shed;
+        if let (Some(t), true) = (ss.budgets.ring_time, trimmed) {
+            let i = &self.incs[inc];
+            for (k, &o) in i.offs.iter().enumerate() {
+                let (lo, hi) = i.times[k];
+                if (r_before..r).contains(&o) {
+                    self.check(lo + t < o_hi, || {
+                        format!("opening {how} trimmed the write at {o}, younger than {t:?}")
+                    });
+                } else if o >= r {
+                    self.check(hi + t >= o_lo, || {
+                        format!("opening {how} kept the write at {o}, older than {t:?}")
+                    });
+                }
+            }
+            if r > r_before {
+                cover(Cover::RingTimeTrimmed);
+            }
+        }
+        let allowed = self.allowed_starts(inc, start, ss.policy.align, r, (o_lo, o_hi));
         let real = match res {
             Err(StreamError::TooManyReaders) => {
                 self.check(registered >= self.max_readers, || {
@@ -1024,45 +1352,120 @@ impl Harness {
                 cover(Cover::NoMemory);
                 return;
             }
+            Err(StreamError::TooOld) => {
+                self.check(allowed.is_none(), || {
+                    format!("opening {how} failed TooOld; it may start at {allowed:?}")
+                });
+                if let Some((res, pr)) = probed.filter(|p| p.1 == r) {
+                    self.check(res == Err(StreamError::TooOld), || {
+                        format!(
+                            "opening {how} failed TooOld; resolve said {res:?} (ring from {pr})"
+                        )
+                    });
+                }
+                if OPEN_TOO_OLD_LEAK {
+                    // The ring's entries when it reserved (between the ring before the open
+                    // and after: exactly after, unless something was shed) and the parked
+                    // writes' pieces, unless the reservation itself failed.
+                    let lo = if no_shed {
+                        self.replay_entries(inc, r)
+                    } else {
+                        0
+                    };
+                    self.leaked.0 += lo;
+                    self.leaked.1 += self.replay_entries(inc, r_before);
+                }
+                cover(Cover::TooOld);
+                return;
+            }
             Err(e) => self.fail(format!("open_reader failed: {e:?}")),
             Ok(r) => r,
         };
         self.check(registered < self.max_readers, || {
             "max_readers passed".into()
         });
+        let Some(allowed) = allowed else {
+            self.fail(format!(
+                "opening {how} succeeded: the offset is older than the ring"
+            ))
+        };
         let rs = real.stats();
-        let ss = stream.stats();
         let i = &self.incs[inc];
+        let (e, n) = (i.end(), i.offs.len());
+        self.check(ss.written_bytes == e, || {
+            format!("the stream's end is {}, the model's {e}", ss.written_bytes)
+        });
+        self.check(r == e || i.offs.binary_search(&r).is_ok(), || {
+            format!("the ring begins at {r}, inside a write")
+        });
         self.check(
             rs.live_cost == 0 && rs.dropped_writes == 0 && !rs.disconnected,
             || format!("a new reader's stats: {rs:?}"),
         );
-        self.check(
-            rs.queued_bytes == 0 || rs.queued_bytes == ss.ring_bytes,
-            || {
-                format!(
-                    "replay of {} bytes, ring holds {}",
-                    rs.queued_bytes, ss.ring_bytes
-                )
-            },
-        );
-        let replay = self.suffix(inc, rs.queued_bytes).unwrap_or_else(|| {
-            self.fail(format!(
-                "replay of {} bytes is no suffix of whole writes",
-                rs.queued_bytes
-            ))
+        let s = rs.start;
+        // With no room for its replay's queue entries a reader starts at the end ("may get
+        // less history, or none"), but never before an offset it asked for.
+        let ahead = matches!(start.from, Origin::Offset(o) if o > e);
+        let fallback =
+            self.limited && s == e && !allowed.contains(&s) && (!ahead || OPEN_AHEAD_STARTS_AT_END);
+        self.check(allowed.contains(&s) || fallback, || {
+            format!("a reader opened at {how} starts at {s}; the contract says one of {allowed:?} (end {e})")
         });
-        self.check(replay <= i.applied.len() - i.session_start, || {
-            "replay reaches before the writer session".into()
+        self.check(rs.queued_bytes == e.saturating_sub(s), || {
+            format!(
+                "a reader opened at {how} starting at {s} has {} bytes queued, not {}",
+                rs.queued_bytes,
+                e.saturating_sub(s)
+            )
         });
+        if s < e {
+            self.check(s >= r, || {
+                format!("{how}: replay from {s}, before the ring")
+            });
+            if i.session_start < n {
+                self.check(s >= i.offs[i.session_start], || {
+                    "replay reaches before the writer session".into()
+                });
+            }
+            let exact = matches!(start.from, Origin::Offset(_));
+            if ss.policy.align == Align::Line && !exact {
+                self.check(i.line_start(s), || {
+                    format!("{how}: a line-aligned replay from {s}, not at a line start")
+                });
+                if i.offs.binary_search(&s).is_err() {
+                    cover(Cover::LineInsideWrite);
+                }
+            }
+            cover(Cover::Replay);
+            match start.from {
+                Origin::Start => cover(Cover::StartReplay),
+                Origin::Back(_) if s > r => cover(Cover::BackPartial),
+                Origin::BackBytes(_) if s > r => cover(Cover::BackBytesPartial),
+                Origin::Offset(_) if i.offs.binary_search(&s).is_err() => {
+                    cover(Cover::OffsetInsideWrite)
+                }
+                _ => {}
+            }
+            if start.snapshot {
+                cover(Cover::SnapshotReplay);
+            }
+        }
+        if matches!(start.from, Origin::Live) && r < e {
+            cover(Cover::LiveAfterHistory);
+        }
+        if let Some((res, pr)) = probed.filter(|p| p.1 == r) {
+            if !matches!(start.from, Origin::Back(_)) && !fallback {
+                self.check(res == Ok((s, e)), || {
+                    format!("{how}: the reader starts at {s} (end {e}); resolve said {res:?} (ring from {pr})")
+                });
+                cover(Cover::ResolveAgrees);
+            }
+        }
         if i.removed {
             self.check(rs.queued_bytes == 0, || "a removed stream replays".into());
         }
-        if replay > 0 {
-            cover(Cover::Replay);
-        }
-        let end = if i.removed {
-            End::At(i.applied.len())
+        let end = if i.removed || start.snapshot {
+            End::At(n)
         } else {
             End::Open
         };
@@ -1070,8 +1473,9 @@ impl Harness {
             inc,
             id: real.id(),
             real: Some(real),
-            opened_at: i.applied.len(),
-            replay,
+            opened_at: n,
+            from: s,
+            how,
             end,
             buf: Arc::new(StdMutex::new(Vec::new())),
             closed: None,
@@ -1219,7 +1623,21 @@ impl Harness {
             }
             Op::OpenReader { s } => {
                 let Some(inc) = self.pick_inc(s) else { return };
-                self.open_reader(inc);
+                self.open_reader(inc, None);
+            }
+            Op::OpenReaderAt {
+                s,
+                from,
+                snapshot,
+                probe,
+            } => {
+                let Some(inc) = self.pick_inc(s) else { return };
+                self.open_reader(inc, Some((from, snapshot, probe)));
+            }
+            Op::Sleep { us } => {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_micros(u64::from(us)));
+                SLEPT.fetch_add(t.elapsed().as_micros() as usize, StdOrdering::Relaxed);
             }
             Op::Read { r, max, wait } => {
                 let Some(ri) = self.pick_reader(r) else {
@@ -1528,8 +1946,18 @@ impl Harness {
             self.max_pieces
         };
         let used = self.pool.used();
+        let parked_pieces: u64 = if OPEN_PARKED_OVERCHARGE {
+            self.incs
+                .iter()
+                .flat_map(|i| &i.parked)
+                .map(|&u| self.units[u as usize].pieces.len() as u64)
+                .sum()
+        } else {
+            0
+        };
         // Queue entries of every reader, and the write's ring entries.
-        let slack = (ENTRY_COST * self.pool.readers() as u64 + RING_ENTRY_COST) * pieces;
+        let slack = (ENTRY_COST * self.pool.readers() as u64 + RING_ENTRY_COST) * pieces
+            + ENTRY_COST * self.pool.readers() as u64 * parked_pieces;
         self.check(used <= self.pool.limit().saturating_add(slack), || {
             format!(
                 "pool uses {used}, over its limit {} by more than one write's entries ({slack})",
@@ -1601,7 +2029,16 @@ impl Harness {
         // The newest write is kept when this step applied one, nothing was shed and replay
         // is on.
         let applied_now = i.applied.len() > self.before[inc];
-        if applied_now && st.budgets.ring > 0 && !i.removed && self.pool.shed_bytes() == shed_before
+        // (unless `ring_buffer_time` may have passed since the write arrived)
+        let young = st
+            .budgets
+            .ring_time
+            .is_none_or(|t| self.step_start.elapsed() < t);
+        if applied_now
+            && young
+            && st.budgets.ring > 0
+            && !i.removed
+            && self.pool.shed_bytes() == shed_before
         {
             self.check(k >= 1, || {
                 format!("stream {inc}: the newest write is not in the ring")
@@ -1685,16 +2122,18 @@ impl Harness {
             incs,
             writers,
             readers,
+            leaked,
             ..
         } = self;
         drop(writers);
         drop(readers);
         drop(incs);
         drop(ns);
-        assert_eq!(
-            pool.used(),
-            0,
-            "memory left charged after everything was dropped"
+        let (lo, hi) = leaked;
+        let used = pool.used();
+        assert!(
+            (lo..=hi).contains(&used),
+            "memory left charged after everything was dropped: {used} (opens refused TooOld leaked {lo} to {hi})"
         );
         assert_eq!(pool.readers(), 0);
         assert_eq!(pool.parked_total(), 0);
@@ -1712,8 +2151,38 @@ impl Harness {
                 buf.len()
             )
         });
-        let (pieces, partial) =
-            parse(&buf).unwrap_or_else(|e| self.fail(format!("reader {ri}: {e}")));
+        // Where it began: inside a write (an exact offset, a line start), the rest of that
+        // write comes first, byte for byte, then whole writes.
+        let i = &self.incs[r.inc];
+        let s = r.from;
+        let p = i.offs.partition_point(|&o| o < s);
+        let head = (p > 0 && i.offs[p - 1] + self.units[i.applied[p - 1] as usize].len() > s)
+            .then(|| p - 1);
+        let start = p;
+        let head_bytes: &[u8] = match head {
+            Some(h) => {
+                &i.bytes[s as usize..i.offs.get(h + 1).map_or(i.bytes.len(), |&o| o as usize)]
+            }
+            None => &[],
+        };
+        let have = buf.len().min(head_bytes.len());
+        self.check(buf[..have] == head_bytes[..have], || {
+            format!(
+                "reader {ri} ({}) starts at {s}, but its first {have} bytes are not the stream's from there",
+                r.how
+            )
+        });
+        let got_head = head.is_some() && have > 0;
+        self.check(have == head_bytes.len() || buf.len() == have && (undrained || have == 0), || {
+            format!("reader {ri} ({}) received {have} of the {} bytes of the write it starts in, then others", r.how, head_bytes.len())
+        });
+        let rest = &buf[have..];
+        let (pieces, partial) = parse(rest).unwrap_or_else(|e| {
+            self.fail(format!(
+                "reader {ri} ({}, after {have} bytes of its first write): {e}",
+                r.how
+            ))
+        });
         self.check(partial.is_none() || undrained, || {
             format!("reader {ri} received a write cut short: {partial:?}")
         });
@@ -1774,8 +2243,6 @@ impl Harness {
             format!("reader {ri} received positions {got:?}: out of order or twice")
         });
         // Its window: the replay, then every write applied until it stopped receiving.
-        let i = &self.incs[r.inc];
-        let start = r.opened_at - r.replay;
         let ends = match r.end {
             End::Open => vec![i.applied.len()],
             End::At(e) => vec![e],
@@ -1785,6 +2252,14 @@ impl Harness {
         let got_set: BTreeSet<usize> = got.iter().copied().collect();
         let mut why = Vec::new();
         for &e in &ends {
+            if let Some(h) = head.filter(|&h| got_head && h >= e) {
+                why.push(format!("end {e}: it received the write at position {h}"));
+                continue;
+            }
+            if head.is_some_and(|h| h < e) && !got_head && !undrained {
+                why.push(format!("end {e}: it missed the rest of its first write"));
+                continue;
+            }
             if let Some(&bad) = got.iter().find(|&&p| p < start || p >= e) {
                 why.push(format!("end {e}: position {bad} is outside [{start}, {e})"));
                 continue;
@@ -1815,8 +2290,8 @@ impl Harness {
             ));
         }
         self.fail(format!(
-            "reader {ri} (opened at {}, replay {}, {:?}, undrained {undrained}) received {got:?}, counts {} dropped writes {} bytes: {why:?}",
-            r.opened_at, r.replay, r.end, stats.dropped_writes, stats.dropped_bytes
+            "reader {ri} (opened at {} writes at {}, from {s}, window from {start}, head {head:?}, {:?}, undrained {undrained}) received {got:?}, counts {} dropped writes {} bytes: {why:?}",
+            r.opened_at, r.how, r.end, stats.dropped_writes, stats.dropped_bytes
         ));
     }
 }
@@ -1828,6 +2303,8 @@ fn run(cfg: &Cfg, ops: &[Op]) {
     for op in ops {
         h.trace.push(format!("{op:?}"));
         let shed = h.pool.shed_bytes();
+        h.step_start = Instant::now();
+        h.mark = h.step_start;
         h.apply(op, cfg);
         h.check_step(shed);
     }
@@ -1860,6 +2337,7 @@ fn the_core_keeps_its_contract_on_random_operations() {
         .map(|k| (COVER_LIST[k], COVERAGE[k].load(StdOrdering::Relaxed)))
         .collect();
     eprintln!("coverage: {counts:?}");
+    eprintln!("slept {} ms", SLEPT.load(StdOrdering::Relaxed) / 1000);
     for (kind, n) in counts {
         assert!(n > 0, "the model never saw {kind:?}: it is vacuous there");
     }
@@ -1885,6 +2363,17 @@ const COVER_LIST: [Cover; COVER_KINDS] = [
     Cover::RingOversize,
     Cover::RenameOver,
     Cover::Shutdown,
+    Cover::StartReplay,
+    Cover::LiveAfterHistory,
+    Cover::BackPartial,
+    Cover::BackBytesPartial,
+    Cover::OffsetInsideWrite,
+    Cover::OffsetAheadReached,
+    Cover::TooOld,
+    Cover::SnapshotReplay,
+    Cover::LineInsideWrite,
+    Cover::RingTimeTrimmed,
+    Cover::ResolveAgrees,
     Cover::TooMany,
 ];
 
@@ -1967,4 +2456,144 @@ fn regression_releasing_parked_writes_keeps_within_the_memory_limit() {
         let used = ns.pool().used();
         assert!(used <= limit + one_write, "the pool uses {used}");
     }
+}
+
+/// Regression (open): an open refused `TooOld` leaves its reservation charged for good.
+/// `Stream::open_reader_at` reserves the replay's queue entries (one per ring entry and per
+/// piece of a parked write) before it resolves the start, and the `?` on `State::resolve`
+/// returns without refunding them. Minimal sequence: a ring of 100 bytes holding one write
+/// (6 bytes, then 30: the first is trimmed, the ring starts at 6); `open_reader_at(Offset(0))`
+/// fails `TooOld` as it should, but the pool now uses `ENTRY_COST` more, and every further
+/// refused open adds as many again (a client retrying an old offset exhausts `max_memory`).
+#[test]
+fn regression_an_open_refused_as_too_old_gives_back_its_reservation() {
+    let ns = Namespace::new(Budgets::new(1 << 20, 100));
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let w = s.open_writer();
+    w.write(b"hello\n").unwrap();
+    w.write(&[b'x'; 30]).unwrap();
+    assert_eq!(s.stats().ring_start, 6);
+    let before = ns.pool().used();
+    for _ in 0..3 {
+        let start = Start {
+            from: Origin::Offset(0),
+            snapshot: false,
+        };
+        let e = s.open_reader_at("old".into(), start).err();
+        assert_eq!(e, Some(StreamError::TooOld));
+    }
+    assert_eq!(
+        ns.pool().used(),
+        before,
+        "three opens refused TooOld left memory charged"
+    );
+}
+
+/// Regression (open): a reader that asks for an offset ahead of the stream's end starts at
+/// the end instead when the pool cannot reserve the (estimated) replay entries, although it
+/// replays nothing: it then receives bytes before the offset it asked for, and its
+/// `ReaderStats::start` says the end. (`open_reader_at`: `_ if !reserved => (st.written, 0)`
+/// comes before `Position::Ahead`.) Minimal sequence: `max_memory` 20000, a `Block` stream
+/// (its reader is never shed) with big budgets, a reader that never reads, 100-byte writes
+/// until the free memory is below a reader's cost plus the ring's entries; then
+/// `open_reader_at(Offset(end + 5))` starts at `end`, not `end + 5`. (The failed reservation
+/// also sheds the whole ring on its way, though that frees nothing: the reader's queue
+/// holds the same chunks.)
+#[test]
+fn regression_an_offset_ahead_never_starts_before_it() {
+    let ns = Namespace::with_limits(
+        Budgets::new(1 << 20, 1 << 20),
+        Policy {
+            slow_reader: SlowReader::Block,
+            ..Policy::default()
+        },
+        Limits {
+            max_memory: 20_000,
+            ..Limits::NONE
+        },
+    );
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let _slow = s.open_reader("slow".into()).unwrap();
+    let w = s.open_writer();
+    let mut writes = 0u64;
+    while ns.pool().limit() - ns.pool().used() >= READER_COST + writes * ENTRY_COST {
+        w.write(&[b'x'; 100]).unwrap();
+        writes += 1;
+    }
+    let end = s.stats().written_bytes;
+    let start = Start {
+        from: Origin::Offset(end + 5),
+        snapshot: false,
+    };
+    let r = s.open_reader_at("ahead".into(), start).unwrap();
+    assert_eq!(
+        r.stats().start,
+        end + 5,
+        "an offset ahead of the end ({end}) must be waited for"
+    );
+}
+
+/// Regression (open): a reader that opens beside parked (`Block`) writes is charged its
+/// queue entries of all of them even when the pool refused to reserve them, passing
+/// `max_memory` by far more than one write's entries. (`open_reader_at` adds
+/// `w.parts.len() * ENTRY_COST` per parked write to `charged` whether `reserved` or not.)
+/// Minimal sequence: `max_memory` 8000, a `Block` stream with channel 0 and no ring, one
+/// reader; 1-byte writes (the first is queued, the rest park) until one fails `NoMemory`;
+/// 8 of the parked writes cancelled (room for a reader's state, not for 57 entries); then
+/// `open_reader_at(Live)` takes the pool to 9498 bytes.
+#[test]
+fn regression_a_reader_opening_beside_parked_writes_keeps_within_the_memory_limit() {
+    let limit = 8000;
+    let ns = Namespace::with_limits(
+        Budgets::new(0, 0),
+        Policy {
+            slow_reader: SlowReader::Block,
+            ..Policy::default()
+        },
+        Limits {
+            max_memory: limit,
+            ..Limits::NONE
+        },
+    );
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let _first = s.open_reader("first".into()).unwrap();
+    let w = s.open_writer();
+    let refused = Arc::new(StdMutex::new(None));
+    let mut parked = Vec::new();
+    while refused.lock().unwrap().is_none() {
+        let r2 = refused.clone();
+        let id = w.submit(
+            b"x",
+            0,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    *r2.lock().unwrap() = Some(e);
+                }
+            }),
+        );
+        parked.extend(id);
+    }
+    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    for id in parked.drain(..8) {
+        assert!(s.cancel_write(id));
+    }
+    let start = Start {
+        from: Origin::Live,
+        snapshot: false,
+    };
+    // Fixed: without room for those entries the reader is refused (and nothing stays
+    // charged); with room, they are charged within the limit.
+    let second = s.open_reader_at("second".into(), start);
+    assert!(
+        matches!(second, Ok(_) | Err(StreamError::NoMemory)),
+        "{:?}",
+        second.as_ref().err()
+    );
+    let used = ns.pool().used();
+    let one_write = 2 * ENTRY_COST;
+    assert!(
+        used <= limit + one_write,
+        "beside {} parked writes the pool uses {used}, limit {limit} + one write's entries {one_write}",
+        parked.len()
+    );
 }

@@ -11,7 +11,8 @@ use shuttle::sync::Arc;
 use shuttle::thread;
 use streamfs::namespace::Namespace;
 use streamfs::stream::{
-    Budgets, Meta, Policy, ReadMode, ReadOutcome, Reader, SlowReader, Stream, StreamError, Writer,
+    Budgets, Meta, Origin, Policy, ReadMode, ReadOutcome, Reader, SlowReader, Start, Stream,
+    StreamError, Writer,
 };
 
 const ITERATIONS: usize = 2000;
@@ -582,4 +583,109 @@ fn a_unit_appended_while_its_stream_is_removed_is_applied_whole_or_not_at_all() 
         },
         ITERATIONS,
     );
+}
+
+/// Opens of `a_reader_opened_at` that were surely ahead of the end (counted outside
+/// shuttle's model).
+static OPENED_AHEAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Three whole writes of history (9 bytes), then, concurrently, a writer of two-piece units,
+/// a writer of whole writes and a reader opening at `from`: the reader gets exactly the
+/// stream's bytes from where it starts (as a reader of the whole stream sees them), with no
+/// gap and no duplicate between its replay and the live writes. Records are 3 bytes
+/// (writer, unit, piece); a write starts at a record whose piece is 0.
+fn a_reader_opened_at(from: Origin) {
+    let (ns, s) = stream(1 << 20, 1 << 20, Policy::default());
+    let all = s.open_reader("all".into()).unwrap();
+    let history = s.open_writer();
+    for u in 0..3u8 {
+        write(&history, &[9, u, 0]).unwrap();
+    }
+    let unit_writer = {
+        let s = s.clone();
+        thread::spawn(move || {
+            let wr = s.open_writer();
+            for u in 0..2u8 {
+                wr.append(&[0, u, 0], 0).unwrap();
+                wr.append(&[0, u, 1], 0).unwrap();
+                finish(&wr).unwrap();
+            }
+        })
+    };
+    let wholes = {
+        let s = s.clone();
+        thread::spawn(move || {
+            let wr = s.open_writer();
+            for u in 0..2u8 {
+                write(&wr, &[1, u, 0]).unwrap();
+            }
+        })
+    };
+    let opener = {
+        let s = s.clone();
+        thread::spawn(move || {
+            let start = Start {
+                from,
+                snapshot: false,
+            };
+            let r = s.open_reader_at("at".into(), start).unwrap();
+            let first = r.stats().start;
+            // (surely opened ahead of the end when still ahead now)
+            if first > s.stats().written_bytes {
+                OPENED_AHEAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (r, first)
+        })
+    };
+    unit_writer.join().unwrap();
+    wholes.join().unwrap();
+    let (r, first) = opener.join().unwrap();
+    ns.shutdown();
+    let whole = drain(&all);
+    assert_eq!(whole.len(), 9 + 2 * 6 + 2 * 3);
+    let pieces = |w: u8| if w == 0 { 2 } else { 1 };
+    units(&whole, pieces);
+    let got = drain(&r);
+    assert_eq!(r.stats().dropped_writes, 0);
+    let at = first as usize;
+    match from {
+        Origin::Offset(o) => assert_eq!(first, o, "an exact offset starts there"),
+        Origin::Start => assert_eq!(first, 0, "the ring holds everything"),
+        _ => assert!(
+            at == whole.len() || at % 3 == 0 && whole[at + 2] == 0,
+            "{from:?} starts at {at}, not at a write in {whole:?}"
+        ),
+    }
+    assert_eq!(
+        got,
+        whole[at..],
+        "{from:?}: from {at}, got {got:?} of the stream {whole:?}"
+    );
+}
+
+#[test]
+fn a_reader_opened_at_an_offset_in_the_ring_during_writes_gets_every_byte_from_it_once() {
+    // Inside the second write of history, in the middle of a record.
+    shuttle::check_random(|| a_reader_opened_at(Origin::Offset(4)), ITERATIONS);
+}
+
+#[test]
+fn a_reader_opened_at_an_offset_the_writes_reach_meanwhile_gets_every_byte_from_it_once() {
+    // Inside the concurrent writes: ahead of the end or in the ring, as the open falls.
+    shuttle::check_random(|| a_reader_opened_at(Origin::Offset(13)), ITERATIONS);
+    let ahead = OPENED_AHEAD.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ahead > 0,
+        "no open was ahead of the end: the waiting path went unchecked"
+    );
+}
+
+#[test]
+fn a_live_reader_opened_during_writes_gets_every_write_after_it_once() {
+    shuttle::check_random(|| a_reader_opened_at(Origin::Live), ITERATIONS);
+}
+
+#[test]
+fn a_reader_opened_at_the_start_during_writes_gets_the_whole_stream_once() {
+    shuttle::check_random(|| a_reader_opened_at(Origin::Start), ITERATIONS);
 }
