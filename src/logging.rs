@@ -15,7 +15,7 @@ use crate::daemon::{DaemonSettings, StartError};
 
 /// Where the daemon's log lines go, as shown to users: `stderr`, `journal`, `syslog`, the
 /// absolute path of a log file, or `none` when no log file could be created. Set once, by
-/// [`run`] before the daemon detaches; `None` in a process that started no daemon.
+/// [`crate::daemon::run`] before the daemon detaches; `None` in a process that started no daemon.
 pub fn log_destination() -> Option<String> {
     LOG_DESTINATION.get().cloned()
 }

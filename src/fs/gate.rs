@@ -1,5 +1,5 @@
 //! The gate between the kernel and the adapter: threads that read /dev/fuse themselves,
-//! answer READ, WRITE and INTERRUPT through [`Io`] (the requests that move a stream's bytes,
+//! answer READ, WRITE and INTERRUPT through `Io` (`io.rs`) (the requests that move a stream's bytes,
 //! and the one fuser cannot take: it answers FUSE_INTERRUPT with ENOSYS, after which the
 //! kernel never interrupts a request again), and pass every other request to fuser's session
 //! over a socket pair, whose answers go back to /dev/fuse. Bytes of the streams never cross
