@@ -5,8 +5,9 @@
 //! Every byte a stream stores (its ring, its readers' queues, writes waiting to be applied)
 //! lives in a [`Chunk`], and every chunk is charged to the namespace's [`Pool`] once, when it
 //! is made, whatever the number of readers that hold it, and refunded when its last holder
-//! lets it go. Queue entries (a reference per reader) are charged too. The pool's total never
-//! passes its limit when a chunk is made: [`Pool::reserve`] first sheds, in this order,
+//! lets it go. Queue and ring entries (a reference each) are charged too. The pool's total
+//! never passes its budget, fifteen sixteenths of the limit (the rest is the allocator's
+//! slack), when a chunk is made: [`Pool::reserve`] first sheds, in this order,
 //! 1. history: the oldest writes of any stream's ring (oldest first, across streams);
 //! 2. the readers furthest behind (most bytes queued): their queued writes are dropped and
 //!    counted as dropped (policy `drop`), or they are cut off (policy `disconnect`); readers
@@ -14,7 +15,7 @@
 //!
 //! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
 //! never made to wait by the limit. A write's queue and ring entries are charged when it is
-//! applied, under its stream's lock, where nothing can be shed: the total may pass the limit
+//! applied, under its stream's lock, where nothing can be shed: the total may pass the budget
 //! by the entries of one write, and the next write sheds that back.
 
 use crate::stream::{Stream, StreamError};
@@ -44,7 +45,12 @@ pub fn chunk_cost(len: usize) -> u64 {
 pub struct Pool {
     /// Invariant: the sum of the costs of the live chunks and queue entries.
     used: AtomicU64,
+    /// `max_memory` as configured.
     limit: u64,
+    /// What the pool lets `used` reach: the limit less a sixteenth, left to the allocator
+    /// (its headers and the holes that floods of small writes leave between chunks: about
+    /// 6% of the limit in the hostile benchmark), so that RSS stays within the limit.
+    budget: u64,
     /// Every stream that may hold memory; dead ones are pruned when shedding.
     streams: Mutex<Vec<std::sync::Weak<Stream>>>,
     /// Registered readers across the namespace, against `max_readers`.
@@ -63,6 +69,7 @@ impl Pool {
         Arc::new(Pool {
             used: AtomicU64::new(0),
             limit,
+            budget: limit - limit / 16,
             streams: Mutex::new(Vec::new()),
             readers: AtomicUsize::new(0),
             max_readers,
@@ -83,6 +90,11 @@ impl Pool {
 
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// What the pool lets its total reach: the limit less the allocator's share.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     /// Bytes shed so far to stay within the limit.
@@ -140,7 +152,7 @@ impl Pool {
     fn try_take(&self, n: u64) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            if used.saturating_add(n) > self.limit {
+            if used.saturating_add(n) > self.budget {
                 return false;
             }
             match self.used.compare_exchange_weak(
@@ -176,7 +188,7 @@ impl Pool {
 
     /// Whether `n` more bytes fit now.
     fn fits(&self, n: u64) -> bool {
-        self.used().saturating_add(n) <= self.limit
+        self.used().saturating_add(n) <= self.budget
     }
 
     fn live_streams(&self) -> Vec<Arc<Stream>> {

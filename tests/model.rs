@@ -1305,7 +1305,7 @@ impl Harness {
         let r_before = stream.stats().ring_start;
         // Nothing is shed by the open when the reader and every entry it may reserve fit.
         let most = READER_COST + self.replay_entries(inc, r_before);
-        let no_shed = self.pool.used().saturating_add(most) <= self.pool.limit();
+        let no_shed = self.pool.used().saturating_add(most) <= self.pool.budget();
         let label = format!("r{}", self.readers.len());
         let o_lo = Instant::now();
         let res = match at {
@@ -1910,7 +1910,7 @@ impl Harness {
             self.check_ring(inc, &st, shed_before);
             // A parked write waits only while some reader has no room, or while the pool is
             // past its limit (releasing it would charge its queue entries past it).
-            let over = self.pool.used() > self.pool.limit();
+            let over = self.pool.used() > self.pool.budget();
             if let Some(&front) = i.parked.front().filter(|_| !over) {
                 self.check(st.policy.slow_reader == SlowReader::Block, || {
                     format!("stream {inc}: writes parked under {:?}", st.policy)
@@ -1958,10 +1958,10 @@ impl Harness {
         // Queue entries of every reader, and the write's ring entries.
         let slack = (ENTRY_COST * self.pool.readers() as u64 + RING_ENTRY_COST) * pieces
             + ENTRY_COST * self.pool.readers() as u64 * parked_pieces;
-        self.check(used <= self.pool.limit().saturating_add(slack), || {
+        self.check(used <= self.pool.budget().saturating_add(slack), || {
             format!(
-                "pool uses {used}, over its limit {} by more than one write's entries ({slack})",
-                self.pool.limit()
+                "pool uses {used}, over its budget {} by more than one write's entries ({slack})",
+                self.pool.budget()
             )
         });
         // Shedding takes history before any reader's queue: a step that applied nothing
@@ -2516,7 +2516,7 @@ fn regression_an_offset_ahead_never_starts_before_it() {
     let _slow = s.open_reader("slow".into()).unwrap();
     let w = s.open_writer();
     let mut writes = 0u64;
-    while ns.pool().limit() - ns.pool().used() >= READER_COST + writes * ENTRY_COST {
+    while ns.pool().budget() - ns.pool().used() >= READER_COST + writes * ENTRY_COST {
         w.write(&[b'x'; 100]).unwrap();
         writes += 1;
     }
