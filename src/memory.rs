@@ -175,7 +175,7 @@ impl Pool {
         }
         // Another writer may take the room shed for this one before it does: shed again,
         // a few times, before concluding that nothing can be shed.
-        for _ in 0..4 {
+        for _ in 0..16 {
             if self.shed(n) == 0 && !self.fits(n) {
                 break;
             }
