@@ -98,22 +98,22 @@ while os.sendfile(out, src, None, 4 << 20):
     );
 }
 
-fn proc_rss_kib(pid: u32) -> u64 {
+/// A figure of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn proc_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
 
+fn proc_rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "VmRSS:")
+}
+
 fn proc_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    proc_kib(pid, "VmHWM:")
 }
 
 #[test]

@@ -167,6 +167,29 @@ impl StreamFs {
         Ok((fd, watchdog))
     }
 
+    /// The stream `name` in the root, made for MKNOD and CREATE (the flag says whether it
+    /// was made now): a regular file's mode, a name a new stream may take.
+    fn new_stream(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<(Arc<Stream>, bool), Errno> {
+        if parent != ROOT {
+            return Err(Errno::ENOENT);
+        }
+        check_new_name(name)?;
+        if !is_regular(mode) {
+            // FIFOs, sockets and devices: every file here is a stream already.
+            return Err(Errno::EPERM);
+        }
+        self.ns
+            .create(name.as_bytes(), self.new_meta(req, mode, umask))
+            .map_err(errno)
+    }
+
     /// The stream's name for log lines, escaped ("#7 (removed)" once it has none).
     fn name_of(&self, stream: &Stream) -> String {
         match self.ns.name(stream.id()) {
@@ -313,23 +336,10 @@ impl Filesystem for StreamFs {
         reply: ReplyEntry,
     ) {
         debug!("mknod(parent={parent:?}, name={name:?}, mode={mode:o})");
-        if parent != ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        if let Err(e) = check_new_name(name) {
-            return reply.error(e);
-        }
-        if !is_regular(mode) {
-            // FIFOs, sockets and devices: every file here is a stream already.
-            return reply.error(Errno::EPERM);
-        }
-        match self
-            .ns
-            .create(name.as_bytes(), self.new_meta(req, mode, umask))
-        {
+        match self.new_stream(req, parent, name, mode, umask) {
             Ok((_, false)) => reply.error(Errno::EEXIST),
             Ok((s, true)) => reply.entry(&TTL, &Self::stream_attr(&s), Generation(0)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -435,19 +445,7 @@ impl Filesystem for StreamFs {
         reply: ReplyCreate,
     ) {
         debug!("create(parent={parent:?}, name={name:?}, mode={mode:o}, flags={flags:#x})");
-        if parent != ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        if let Err(e) = check_new_name(name) {
-            return reply.error(e);
-        }
-        if !is_regular(mode) {
-            return reply.error(Errno::EPERM);
-        }
-        match self
-            .ns
-            .create(name.as_bytes(), self.new_meta(req, mode, umask))
-        {
+        match self.new_stream(req, parent, name, mode, umask) {
             Ok((_, false)) if flags & libc::O_EXCL != 0 => reply.error(Errno::EEXIST),
             Ok((s, _)) => {
                 let attr = Self::stream_attr(&s);
@@ -456,7 +454,7 @@ impl Filesystem for StreamFs {
                     Err(e) => reply.error(errno(e)),
                 }
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
