@@ -287,6 +287,17 @@ impl Chunk {
     }
 }
 
+impl Chunk {
+    /// Copies `data` into a new chunk whose cost was reserved already (a unit's
+    /// reservation, see `Writer::reserve`): no shedding, no refusal.
+    pub(crate) fn prepaid(pool: &Arc<Pool>, data: &[u8]) -> Chunk {
+        Chunk(Arc::new(ChunkData {
+            bytes: data.into(),
+            pool: pool.clone(),
+        }))
+    }
+}
+
 impl std::ops::Deref for Chunk {
     type Target = [u8];
 

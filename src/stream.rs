@@ -522,6 +522,7 @@ impl Stream {
         Writer {
             stream: self.clone(),
             unit: Mutex::new(Vec::new()),
+            reserved: crate::sync::AtomicU64::new(0),
         }
     }
 

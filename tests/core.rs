@@ -1976,3 +1976,41 @@ fn write_rate_shows_a_burst_at_once() {
     let rate = s.stats().write_rate;
     assert!((10_000..=60_000).contains(&rate), "rate {rate}");
 }
+
+#[test]
+fn a_reserved_unit_cannot_fail_at_a_later_piece_and_gives_back_what_it_did_not_use() {
+    let ns = limited(200 << 10, 1 << 20, 0, SlowReader::Drop);
+    let (s, _) = ns.create(b"s", meta()).unwrap();
+    let (other, _) = ns.create(b"other", meta()).unwrap();
+    let _stopped = other.open_reader("stopped".into()).unwrap();
+    let w = s.open_writer();
+    let before = ns.pool().used();
+    assert_eq!(
+        w.reserve(1 << 30),
+        Err(StreamError::NoMemory),
+        "more than the limit"
+    );
+    assert_eq!(
+        ns.pool().used(),
+        before,
+        "a refused reservation charges nothing"
+    );
+    w.reserve(90_000).unwrap();
+    // Another stream fills what is left (its stopped reader's queue can be shed, the
+    // reservation cannot).
+    let o = other.open_writer();
+    for k in 0..30 {
+        let _ = o.write(&pattern(k, 10_000));
+    }
+    for k in 0..3 {
+        w.append(&pattern(100 + k, 30_000), 0).unwrap();
+    }
+    assert_eq!(finish(&w), Ok(()));
+    assert_eq!(s.stats().writes, 1);
+    // A reservation that no piece used is given back whole by abandon (and by finish).
+    let used = ns.pool().used();
+    w.reserve(50_000).unwrap();
+    assert!(ns.pool().used() >= used + 50_000);
+    w.abandon();
+    assert_eq!(ns.pool().used(), used, "given back whole");
+}

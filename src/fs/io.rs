@@ -103,6 +103,16 @@ pub fn errno(e: StreamError) -> i32 {
     }
 }
 
+/// At the first piece of a unit whose `write()` length is known, reserves the memory of the
+/// whole unit, so that a write the memory limit cannot take is refused whole (ENOSPC) before
+/// any of it is acknowledged, instead of failing at a later piece with a short count.
+fn reserve_first(writer: &Writer, track: &writes::Track, len: u64) -> Result<(), StreamError> {
+    match track.remaining {
+        Some(rest) if writer.pending() == 0 => writer.reserve(len + rest),
+        _ => Ok(()),
+    }
+}
+
 /// A request that waits in the core: a parked read or a blocked write.
 #[derive(Clone)]
 enum Waiting {
@@ -289,7 +299,9 @@ impl Io {
                     self.parked(unique, &h.stream, Waiting::Write { write });
                 }
             }
-            writes::Step::Extend => match writer.append(data, tid) {
+            writes::Step::Extend => match reserve_first(writer, &track, data.len() as u64)
+                .and_then(|()| writer.append(data, tid))
+            {
                 Ok(()) => {
                     let generation = track.generation;
                     drop(track);

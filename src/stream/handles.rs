@@ -6,9 +6,10 @@ use super::state::Fate;
 use super::{
     Deliver, MAX_WRITE, ReadMode, ReaderStats, Readiness, Stream, StreamError, Wake, WriteDone,
 };
-use crate::memory::Chunk;
+use crate::memory::{Chunk, chunk_cost};
 use crate::stream::OnWriterClose;
 use crate::sync::{Arc, Mutex};
+use crate::sync::{AtomicU64, Ordering};
 
 /// An open reader. Dropping it unregisters it; it must not be dropped while one of its reads
 /// is parked (the kernel never releases a file with a read in flight), but if it is, those
@@ -91,6 +92,9 @@ pub struct Writer {
     pub(super) stream: Arc<Stream>,
     /// The open unit's pieces. Invariant: their total is below [`MAX_WRITE`].
     pub(super) unit: Mutex<Vec<Chunk>>,
+    /// Memory reserved for the pieces still to come of a unit whose length is known
+    /// ([`Writer::reserve`]); given back when the unit ends.
+    pub(super) reserved: AtomicU64,
 }
 
 /// A `done` that needs no answer (a unit finished on a writer's behalf).
@@ -125,7 +129,19 @@ impl Writer {
         }
         // The copy is made before any stream lock is taken: a 1 MiB copy under it would hold
         // up the stream's readers, and making room may shed other streams' history.
-        match Chunk::new(&self.stream.pool, data) {
+        let cost = chunk_cost(data.len());
+        let prepaid = self
+            .reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                r.checked_sub(cost)
+            })
+            .is_ok();
+        let chunk = if prepaid {
+            Ok(Chunk::prepaid(&self.stream.pool, data))
+        } else {
+            Chunk::new(&self.stream.pool, data)
+        };
+        match chunk {
             Ok(chunk) => {
                 self.unit.lock().push(chunk);
                 Ok(())
@@ -143,7 +159,33 @@ impl Writer {
     /// write for [`Stream::blocked_writes`].
     pub fn finish(&self, tag: u32, done: WriteDone) -> Option<u64> {
         let parts = std::mem::take(&mut *self.unit.lock());
+        self.give_back();
         self.stream.submit_parts(parts, tag, done)
+    }
+
+    /// Reserves the memory of a unit of `len` bytes about to begin, so that none of its
+    /// pieces can then fail for the memory limit: a write refused for want of room is
+    /// refused whole, at its first piece, before anything of it was acknowledged.
+    /// (Only the first [`MAX_WRITE`] bytes: a longer write is several units.)
+    pub fn reserve(&self, len: u64) -> Result<(), StreamError> {
+        let len = len.min(MAX_WRITE);
+        // Pieces are at most a request each (1 MiB) and may start mid-page: one more.
+        let pieces = len / (1 << 20) + 2;
+        let cost = len + pieces * crate::memory::CHUNK_OVERHEAD;
+        // Room for the pieces' ring entries too, charged when the ring takes them.
+        let ring = pieces * super::RING_ENTRY_COST;
+        self.stream.pool.reserve(cost + ring)?;
+        self.stream.pool.refund(ring);
+        self.reserved.fetch_add(cost, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back what a finished or abandoned unit did not use of its reservation.
+    fn give_back(&self) {
+        let left = self.reserved.swap(0, Ordering::Relaxed);
+        if left > 0 {
+            self.stream.pool.refund(left);
+        }
     }
 
     /// Appends `data` and finishes the unit: a whole write when no unit was open.
@@ -160,6 +202,7 @@ impl Writer {
     /// Discards the open unit; returns its bytes.
     pub fn abandon(&self) -> u64 {
         let parts = std::mem::take(&mut *self.unit.lock());
+        self.give_back();
         parts.iter().map(|c| c.len() as u64).sum()
     }
 
