@@ -16,7 +16,9 @@
 //! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
 //! never made to wait by the limit. A write's queue and ring entries are charged when it is
 //! applied, under its stream's lock, where nothing can be shed: the total may pass the budget
-//! by the entries of one write, and the next write sheds that back.
+//! by the entries of the writes applied since the last reservation (one write, or a unit's
+//! finish too: its pieces reserved when they were appended), and the next reserving write
+//! sheds that back.
 
 use crate::stream::{Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
