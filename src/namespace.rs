@@ -12,6 +12,22 @@ use crate::memory::Pool;
 use crate::stream::{Budgets, Meta, Policy, Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
+/// Longest stream name in bytes (as Linux's `NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// Whether `name` may be a new stream's: 1 to [`NAME_MAX`] bytes, not `.` or `..`, and
+/// without `/`, NUL or `@` (which starts a start spec: `STREAM@SPEC`, see `start.rs`).
+pub fn check_new_name(name: &[u8]) -> Result<(), StreamError> {
+    if name.len() > NAME_MAX {
+        return Err(StreamError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|b| b"/\0@".contains(b))
+    {
+        return Err(StreamError::InvalidName);
+    }
+    Ok(())
+}
+
 /// The first stream id; 1 is the root directory's inode number in FUSE.
 pub const FIRST_STREAM_ID: u64 = 2;
 
@@ -98,8 +114,9 @@ impl Namespace {
     }
 
     /// Returns the stream named `name`, creating it with `meta` when there is none. The flag
-    /// says whether it was created. Fails with `Removed` after shutdown, and with
-    /// `TooManyStreams` when `max_streams` exist.
+    /// says whether it was created. Fails with `Removed` after shutdown, with
+    /// `InvalidName`/`NameTooLong` for a name a new stream may not take (see
+    /// [`check_new_name`]), and with `TooManyStreams` when `max_streams` exist.
     pub fn create(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
         // Room for one more stream's state, made (by shedding) before any lock is taken;
         // the stream charges it itself once made.
@@ -114,6 +131,7 @@ impl Namespace {
         if let Some(id) = inner.by_name.get(name) {
             return Ok((inner.by_id[id].1.clone(), false));
         }
+        check_new_name(name)?;
         if inner.by_id.len() >= self.max_streams {
             return Err(StreamError::TooManyStreams);
         }
@@ -161,6 +179,7 @@ impl Namespace {
             if from == to {
                 return Ok(());
             }
+            check_new_name(to)?;
             let replaced = match inner.by_name.get(to).copied() {
                 Some(_) if no_replace => return Err(StreamError::Exists),
                 Some(old) => {

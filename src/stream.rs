@@ -233,9 +233,12 @@ pub enum StreamError {
     /// `max_readers` readers are registered.
     #[error("too many readers")]
     TooManyReaders,
-    /// A name that cannot be a stream's (too long, or holding a reserved character).
+    /// A name that cannot be a new stream's (empty, `.`, `..`, or holding `/`, NUL or `@`).
     #[error("invalid stream name")]
     InvalidName,
+    /// A name longer than `namespace::NAME_MAX` bytes.
+    #[error("stream name too long")]
+    NameTooLong,
     /// A start offset older than the ring's oldest byte: that history is gone.
     #[error("that offset is older than the ring's oldest byte")]
     TooOld,

@@ -2014,3 +2014,30 @@ fn a_reserved_unit_cannot_fail_at_a_later_piece_and_gives_back_what_it_did_not_u
     w.abandon();
     assert_eq!(ns.pool().used(), used, "given back whole");
 }
+
+#[test]
+fn new_names_follow_one_rule_for_every_front_door() {
+    let ns = Namespace::new(budgets(100, 100));
+    let long = vec![b'x'; 256];
+    let cases: &[(&[u8], Option<StreamError>)] = &[
+        (b"cam1", None),
+        (&[b'x'; 255], None),
+        (&long, Some(StreamError::NameTooLong)),
+        (b"cam@live", Some(StreamError::InvalidName)),
+        (b"a/b", Some(StreamError::InvalidName)),
+        (b"", Some(StreamError::InvalidName)),
+        (b"..", Some(StreamError::InvalidName)),
+    ];
+    for (name, want) in cases {
+        let got = ns.create(name, meta()).err();
+        assert_eq!(&got, want, "create {:?}", String::from_utf8_lossy(name));
+        if want.is_some() {
+            let got = ns.rename(b"cam1", name, false).err();
+            assert_eq!(&got, want, "rename to {:?}", String::from_utf8_lossy(name));
+        }
+    }
+    assert!(
+        ns.lookup(b"cam1").is_some(),
+        "refused renames changed nothing"
+    );
+}

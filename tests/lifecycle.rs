@@ -71,14 +71,7 @@ struct External {
 
 impl External {
     fn dir() -> External {
-        require_fuse();
-        let dir = tempfile::Builder::new()
-            .prefix("streamfs-life")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).unwrap();
-        let path = path.canonicalize().unwrap();
+        let (dir, path) = mount_dir("streamfs-life");
         External { dir, path }
     }
 }

@@ -23,15 +23,8 @@ struct Daemonized {
 
 impl Daemonized {
     fn dir() -> Daemonized {
-        require_fuse();
         // No '-' in the name: the log file's name stays readable (systemd escapes '-').
-        let dir = tempfile::Builder::new()
-            .prefix("streamfslog")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).unwrap();
-        let path = path.canonicalize().unwrap();
+        let (dir, path) = mount_dir("streamfslog");
         Daemonized {
             dir,
             path,

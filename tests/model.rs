@@ -2389,6 +2389,43 @@ const COVER_LIST: [Cover; COVER_KINDS] = [
 // ---------------------------------------------------------------------------------------
 // Shrunk failures, kept
 // ---------------------------------------------------------------------------------------
+/// A `Block` namespace with no channel room and no ring, limited to `limit` bytes: every
+/// write after the first parks, until the memory limit refuses one.
+fn blocking_namespace(limit: u64) -> Namespace {
+    Namespace::with_limits(
+        Budgets::new(0, 0),
+        Policy {
+            slow_reader: SlowReader::Block,
+            ..Policy::default()
+        },
+        Limits {
+            max_memory: limit,
+            ..Limits::NONE
+        },
+    )
+}
+
+/// Submits 1-byte writes through `w` until one is refused, which must be for memory;
+/// returns the ids of those that parked.
+fn park_until_refused(w: &Writer) -> Vec<u64> {
+    let refused = Arc::new(StdMutex::new(None));
+    let mut parked = Vec::new();
+    while refused.lock().unwrap().is_none() {
+        let r2 = refused.clone();
+        let id = w.submit(
+            b"x",
+            0,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    *r2.lock().unwrap() = Some(e);
+                }
+            }),
+        );
+        parked.extend(id);
+    }
+    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    parked
+}
 
 /// Regression (open): releasing parked writes passes `max_memory` by far more than one
 /// write's queue entries. `memory.rs`: "A write's queue entries are charged when it is
@@ -2403,41 +2440,13 @@ const COVER_LIST: [Cover; COVER_KINDS] = [
 #[test]
 fn regression_releasing_parked_writes_keeps_within_the_memory_limit() {
     let limit = 8000;
-    let ns = Namespace::with_limits(
-        Budgets::new(0, 0),
-        Policy {
-            slow_reader: SlowReader::Block,
-            ..Policy::default()
-        },
-        Limits {
-            max_memory: limit,
-            ..Limits::NONE
-        },
-    );
+    let ns = blocking_namespace(limit);
     let (s, _) = ns.create(b"s", meta()).unwrap();
     let readers: Vec<Reader> = (0..4)
         .map(|i| s.open_reader(format!("r{i}")).unwrap())
         .collect();
     let w = s.open_writer();
-    let refused = Arc::new(StdMutex::new(None));
-    let mut parked = 0;
-    loop {
-        let r2 = refused.clone();
-        let id = w.submit(
-            b"x",
-            0,
-            Box::new(move |r| {
-                if let Err(e) = r {
-                    *r2.lock().unwrap() = Some(e);
-                }
-            }),
-        );
-        parked += usize::from(id.is_some());
-        if refused.lock().unwrap().is_some() {
-            break;
-        }
-    }
-    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    let parked = park_until_refused(&w).len();
     // Parked writes had their queue entries charged as they parked: the last one may
     // pass the limit by its own.
     let one_write = ENTRY_COST * readers.len() as u64;
@@ -2553,36 +2562,11 @@ fn regression_an_offset_ahead_never_starts_before_it() {
 #[test]
 fn regression_a_reader_opening_beside_parked_writes_keeps_within_the_memory_limit() {
     let limit = 8000;
-    let ns = Namespace::with_limits(
-        Budgets::new(0, 0),
-        Policy {
-            slow_reader: SlowReader::Block,
-            ..Policy::default()
-        },
-        Limits {
-            max_memory: limit,
-            ..Limits::NONE
-        },
-    );
+    let ns = blocking_namespace(limit);
     let (s, _) = ns.create(b"s", meta()).unwrap();
     let _first = s.open_reader("first".into()).unwrap();
     let w = s.open_writer();
-    let refused = Arc::new(StdMutex::new(None));
-    let mut parked = Vec::new();
-    while refused.lock().unwrap().is_none() {
-        let r2 = refused.clone();
-        let id = w.submit(
-            b"x",
-            0,
-            Box::new(move |r| {
-                if let Err(e) = r {
-                    *r2.lock().unwrap() = Some(e);
-                }
-            }),
-        );
-        parked.extend(id);
-    }
-    assert_eq!(*refused.lock().unwrap(), Some(StreamError::NoMemory));
+    let mut parked = park_until_refused(&w);
     for id in parked.drain(..8) {
         assert!(s.cancel_write(id));
     }

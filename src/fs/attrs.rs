@@ -2,7 +2,6 @@
 //! the names a stream may take, and who asked.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
@@ -81,25 +80,14 @@ pub fn requester_label(pid: u32) -> String {
     format!("pid {pid} ({})", crate::escape::escape_bytes(comm))
 }
 
-/// Longest stream name, as statfs reports (`NAME_MAX`).
-pub(super) const NAME_MAX: usize = 255;
-
-/// ENAMETOOLONG for names longer than [`NAME_MAX`] bytes, as every Linux filesystem.
+/// ENAMETOOLONG for looking up names longer than `NAME_MAX` bytes, as every Linux
+/// filesystem (new names are checked by the namespace).
 pub(super) fn check_name(name: &OsStr) -> Result<(), Errno> {
-    if name.len() > NAME_MAX {
+    if name.len() > crate::namespace::NAME_MAX {
         Err(Errno::ENAMETOOLONG)
     } else {
         Ok(())
     }
-}
-
-/// A name a new stream may take: not too long, and without `@`, which starts a view.
-pub(super) fn check_new_name(name: &OsStr) -> Result<(), Errno> {
-    check_name(name)?;
-    if name.as_bytes().contains(&b'@') {
-        return Err(Errno::EINVAL);
-    }
-    Ok(())
 }
 
 /// Whether process `pid` belongs to group `gid` (its effective or a supplementary group),

@@ -98,6 +98,7 @@ pub fn errno(e: StreamError) -> i32 {
         // max_readers: as the per-process limit on open files does.
         StreamError::TooManyReaders => libc::EMFILE,
         StreamError::InvalidName => libc::EINVAL,
+        StreamError::NameTooLong => libc::ENAMETOOLONG,
         // A start offset whose bytes left the ring: "result out of range", never a gap.
         StreamError::TooOld => libc::ERANGE,
     }

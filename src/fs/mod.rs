@@ -40,8 +40,9 @@ mod views;
 pub mod watchdog;
 mod writes;
 
+use crate::namespace::NAME_MAX;
 pub use attrs::requester_label;
-use attrs::{NAME_MAX, check_name, check_new_name, in_group, is_regular, open_flags};
+use attrs::{check_name, in_group, is_regular, open_flags};
 use io::{Handle, Io};
 
 /// The errno for a core error (see `io::errno`), as fuser takes it.
@@ -180,7 +181,6 @@ impl StreamFs {
         if parent != ROOT {
             return Err(Errno::ENOENT);
         }
-        check_new_name(name)?;
         if !is_regular(mode) {
             // FIFOs, sockets and devices: every file here is a stream already.
             return Err(Errno::EPERM);
@@ -404,9 +404,6 @@ impl Filesystem for StreamFs {
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
             return reply.error(Errno::EINVAL);
-        }
-        if let Err(e) = check_new_name(newname) {
-            return reply.error(e);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         match self
@@ -759,5 +756,6 @@ mod tests {
         assert_eq!(errno(StreamError::TooManyStreams), Errno::ENOSPC);
         assert_eq!(errno(StreamError::TooManyReaders), Errno::EMFILE);
         assert_eq!(errno(StreamError::InvalidName), Errno::EINVAL);
+        assert_eq!(errno(StreamError::NameTooLong), Errno::ENAMETOOLONG);
     }
 }

@@ -37,6 +37,17 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A temporary directory (removed on drop) with an empty mount point `mnt` in it, by its
+/// canonical path. Fails, loudly, when FUSE is not available.
+pub fn mount_dir(prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    require_fuse();
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let path = dir.path().join("mnt");
+    std::fs::create_dir(&path).unwrap();
+    let path = path.canonicalize().unwrap();
+    (dir, path)
+}
+
 /// A mounted streamfs served by a foreground daemon that this guard owns.
 pub struct Mount {
     pub dir: tempfile::TempDir,
@@ -48,14 +59,7 @@ pub struct Mount {
 impl Mount {
     /// Mounts with extra command-line arguments, in the foreground (`-f`).
     pub fn new(args: &[&str]) -> Mount {
-        require_fuse();
-        let dir = tempfile::Builder::new()
-            .prefix("streamfs-test")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).unwrap();
-        let path = path.canonicalize().unwrap();
+        let (dir, path) = mount_dir("streamfs-test");
         let log = dir.path().join("daemon.log");
         let daemon = Command::new(bin())
             .arg(&path)
