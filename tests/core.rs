@@ -1306,8 +1306,8 @@ fn namespace_lookup_and_get_find_live_streams() {
     assert!(Arc::ptr_eq(&ns.get(s.id()).unwrap(), &s));
     assert!(ns.lookup(b"other").is_none());
     assert!(ns.get(s.id() + 1).is_none());
-    // Names are raw bytes.
-    let weird: &[u8] = b"\xff\x00a";
+    // Names are raw bytes (not UTF-8 here; NUL is no name's: see the naming rule).
+    let weird: &[u8] = b"\xff\xfea";
     let (t, created) = ns.create(weird, meta()).unwrap();
     assert!(created);
     assert!(Arc::ptr_eq(&ns.lookup(weird).unwrap(), &t));
@@ -2025,6 +2025,7 @@ fn new_names_follow_one_rule_for_every_front_door() {
         (&long, Some(StreamError::NameTooLong)),
         (b"cam@live", Some(StreamError::InvalidName)),
         (b"a/b", Some(StreamError::InvalidName)),
+        (b"a\0b", Some(StreamError::InvalidName)),
         (b"", Some(StreamError::InvalidName)),
         (b"..", Some(StreamError::InvalidName)),
     ];
