@@ -17,8 +17,8 @@ use fuser::{
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, Session, SessionACL, WriteFlags,
 };
-use streamfs::fs::MAX_REQUEST;
-use streamfs::mount::{MountRequest, mount};
+use streamfs::fuse::MAX_REQUEST;
+use streamfs::fuse::mount::{MountRequest, mount};
 use streamfs::options::KernelOptions;
 
 const FILE: INodeNo = INodeNo(2);

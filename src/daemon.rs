@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fuser::{Config, Session, SessionACL};
 use log::{error, info, warn};
 
-use crate::fs::StreamFs;
+use crate::fuse::StreamFs;
 pub use crate::logging::log_destination;
 use crate::logging::{announce_logging, init_logging};
 use crate::namespace::Namespace;
@@ -363,9 +363,9 @@ fn serve(
     let acl = config.acl;
     let stop = Arc::new(AtomicBool::new(false));
     let mut watchdog = None;
-    let session = match crate::mount::mount(
+    let session = match crate::fuse::mount::mount(
         &s.mountpoint,
-        &crate::mount::MountRequest {
+        &crate::fuse::mount::MountRequest {
             fsname: &s.mount.fsname,
             options: &s.mount.kernel,
         },

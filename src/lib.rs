@@ -1,15 +1,15 @@
 //! streamfs: a FUSE filesystem whose files are live, in-memory broadcast streams.
 //!
-//! The core (`stream`, `namespace`) knows nothing of FUSE and is tested alone; `fs` adapts it
-//! to fuser; `daemon` and `control` are the command line's machinery.
+//! The core (`stream`, `namespace`, `memory`, `start`, `mpegts`) knows nothing of FUSE and is
+//! tested alone; `fuse` is the front door that adapts it to the kernel (with `mount`);
+//! `daemon` and `control` are the command line's machinery.
 
 pub mod control;
 pub mod daemon;
 pub mod escape;
-pub mod fs;
+pub mod fuse;
 pub mod logging;
 pub mod memory;
-pub mod mount;
 pub mod mpegts;
 pub mod namespace;
 pub mod options;

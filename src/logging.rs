@@ -522,12 +522,12 @@ mod logging_tests {
         };
         record(
             log::Level::Debug,
-            "streamfs::fs",
+            "streamfs::fuse",
             format_args!("filtered out"),
         );
         record(
             log::Level::Warn,
-            "streamfs::fs",
+            "streamfs::fuse",
             format_args!("line one\nline two"),
         );
         let mut buf = vec![0u8; 4096];

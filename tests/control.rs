@@ -808,9 +808,9 @@ impl ForgedMount {
         std::fs::create_dir(&path).unwrap();
         let path = path.canonicalize().unwrap();
         let options = streamfs::options::KernelOptions::default();
-        let fd = streamfs::mount::mount(
+        let fd = streamfs::fuse::mount::mount(
             &path,
-            &streamfs::mount::MountRequest {
+            &streamfs::fuse::mount::MountRequest {
                 fsname: "forged",
                 options: &options,
             },

@@ -36,6 +36,7 @@ const ROOT: INodeNo = INodeNo::ROOT;
 mod attrs;
 pub mod gate;
 mod io;
+pub mod mount;
 mod views;
 pub mod watchdog;
 mod writes;
