@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod escape;
 pub mod fuse;
+pub mod http;
 pub mod logging;
 pub mod memory;
 pub mod mpegts;
