@@ -133,8 +133,30 @@ fn listing(ctx: &Ctx) -> String {
     out
 }
 
-/// Routes `/api/v1/...`.
+/// Routes `/api/v1/...`, every error answered as the original's `{"error": "..."}`.
 pub async fn route(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+    let r = dispatch(req, ctx, remote).await;
+    if !(r.status().is_client_error() || r.status().is_server_error()) {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let plain = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    match body {
+        Body::Full(Some(text)) if plain => {
+            let msg = String::from_utf8_lossy(&text).trim_end().to_string();
+            let json = error(parts.status, &msg);
+            let (json_parts, body) = json.into_parts();
+            parts.headers.extend(json_parts.headers);
+            Response::from_parts(parts, body)
+        }
+        body => Response::from_parts(parts, body),
+    }
+}
+
+async fn dispatch(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let m = req.method().clone();
