@@ -261,17 +261,27 @@ fn bodies_with_a_length_are_one_write_chunked_ones_cut_by_frame() {
     // Chunks cut across lines and packets, sent as separate chunks of a chunked body.
     let out = python(
         r#"
-import sys, requests
+import sys, time, requests
 port = sys.argv[1]
 base = f"http://127.0.0.1:{port}/streams/"
-def chunks(parts):
-    for p in parts:
+def written(name):
+    r = requests.head(base + name)
+    return int(r.headers["Stream-Next-Offset"]) if r.status_code == 200 else 0
+def chunks(name, parts):
+    # Each (piece, offset): send the piece, then wait until the stream holds that much, so
+    # that what arrived together is known.
+    for p, offset in parts:
         yield p
+        deadline = time.time() + 10
+        while written(name) != offset:
+            assert time.time() < deadline, (name, written(name), offset)
+            time.sleep(0.005)
 for name, frame, parts in [
-    ("lines", "line", [b"ab", b"c\nd", b"e\n"]),
-    ("ts", "ts", [b"G" * 100, b"G" * 300]),
+    ("lines", "line", [(b"ab", 0), (b"c\nd", 4), (b"e\n", 7)]),
+    ("ts", "ts", [(b"G" * 100, 0), (b"G" * 300, 376)]),
+    ("frames", "frames", [(b"x", 1), (b"y", 2)]),
 ]:
-    r = requests.post(base + name + "?frame=" + frame, data=chunks(parts))
+    r = requests.post(base + name + "?frame=" + frame, data=chunks(name, parts))
     assert r.status_code == 204, r.status_code
     print(name, r.headers["Stream-Next-Offset"])
 body = b"x" * (3 << 20)
@@ -285,11 +295,13 @@ print("badframe", r.status_code)
         m.dir.path(),
     );
     assert_eq!(
-        out, "lines 7\nts 400\nwhole 3145728\nbadframe 400\n",
+        out, "lines 7\nts 400\nframes 2\nwhole 3145728\nbadframe 400\n",
         "{out}"
     );
-    // Whole lines: two writes; two packets then the 24-byte tail; one write of 3 MiB.
+    // Whole lines: two writes; two packets then the 24-byte tail; a write per piece that
+    // came alone; one write of 3 MiB.
     assert_eq!(xattr_u64(&m.file("lines"), "writes"), 2);
+    assert_eq!(xattr_u64(&m.file("frames"), "writes"), 2);
     assert_eq!(xattr_u64(&m.file("ts"), "writes"), 2);
     assert_eq!(xattr_u64(&m.file("whole"), "writes"), 1);
     // Over the atomic limit with a length: refused before anything is read.

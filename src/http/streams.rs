@@ -22,6 +22,9 @@ const TAG: u32 = 0;
 /// in pieces of this size.
 const LINE_MAX: usize = 1 << 20;
 
+/// Most bytes of a chunked body gathered into one write when they arrive together.
+const COALESCE: usize = 1 << 20;
+
 /// One MPEG-TS packet, the unit of `?frame=ts`.
 const TS_PACKET: usize = 188;
 
@@ -382,21 +385,45 @@ pub async fn upload(
         commit(&stream, &writer, None).await.map_err(failed)?;
         return Ok(stream.clone());
     }
+    // A write is what has arrived by the time the body would wait (at most COALESCE): a
+    // fast sender makes large writes, a live one (ffmpeg -re) one per piece it sends.
     let mut held: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| body_error(&e))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+    let mut ended = false;
+    while !ended {
+        let Some(frame) = body.frame().await else {
+            break;
         };
-        if held.is_empty() && framing.ready(&data) == data.len() {
-            if !data.is_empty() {
-                commit(&stream, &writer, Some(&data))
-                    .await
-                    .map_err(failed)?;
+        let mut unit = 0usize;
+        let take = |data: bytes::Bytes, held: &mut Vec<u8>| -> Result<usize, StreamError> {
+            if framing == Framing::Frames {
+                // Pieces of the writer's unit: no copy besides the core's own.
+                writer.append(&data, TAG)?;
+            } else {
+                held.extend_from_slice(&data);
             }
+            Ok(data.len())
+        };
+        if let Ok(data) = frame.map_err(|e| body_error(&e))?.into_data() {
+            unit += take(data, &mut held).map_err(failed)?;
+        }
+        while unit < COALESCE {
+            match now(&mut body).await {
+                Some(Some(frame)) => {
+                    if let Ok(data) = frame.map_err(|e| body_error(&e))?.into_data() {
+                        unit += take(data, &mut held).map_err(failed)?;
+                    }
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if framing == Framing::Frames {
+            commit(&stream, &writer, None).await.map_err(failed)?;
             continue;
         }
-        held.extend_from_slice(&data);
         let n = framing.ready(&held);
         if n > 0 {
             commit(&stream, &writer, Some(&held[..n]))
@@ -411,6 +438,21 @@ pub async fn upload(
             .map_err(failed)?;
     }
     Ok(stream.clone())
+}
+
+/// The body's next frame if it is here already: `Some(None)` at its end, `None` when it
+/// would wait.
+async fn now(
+    body: &mut Incoming,
+) -> Option<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+    std::future::poll_fn(|cx| {
+        use hyper::body::Body as _;
+        match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+            std::task::Poll::Ready(f) => std::task::Poll::Ready(Some(f)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        }
+    })
+    .await
 }
 
 fn body_error(e: &hyper::Error) -> Response<Body> {
