@@ -50,13 +50,23 @@ enum Chunked {
     /// Not chunked: the body runs to the connection's end.
     Off,
     /// Reading a size line (hex digits, then maybe extensions, then CRLF).
-    Size { size: u64, digits: bool, ext: bool },
+    Size {
+        size: u64,
+        digits: bool,
+        ext: bool,
+    },
     /// `left` data bytes, then CRLF.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// The CRLF after data: bytes of it still to skip.
-    DataEnd { left: u8 },
+    DataEnd {
+        left: u8,
+    },
     /// After the last chunk: trailers until an empty line.
-    Trailer { line_len: usize },
+    Trailer {
+        line_len: usize,
+    },
     Finished,
 }
 
@@ -465,7 +475,12 @@ impl Load {
                 pending.push_back(token);
             }
             headed += self.poll(Duration::from_millis(10));
-            pending.retain(|&t| matches!(self.conns[t].phase, Phase::Connecting | Phase::Sending(_) | Phase::Head));
+            pending.retain(|&t| {
+                matches!(
+                    self.conns[t].phase,
+                    Phase::Connecting | Phase::Sending(_) | Phase::Head
+                )
+            });
         }
         let ok = self
             .conns

@@ -8,6 +8,7 @@
 
 use crate::namespace::Namespace;
 use crate::stream::{OnWriterClose, ReaderStats, SlowReader, Stream, StreamStats};
+use crate::xattr::DEFAULT_CONTENT_TYPE;
 
 /// A field's value: a count or a setting's text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct StreamSnapshot {
     pub stats: StreamStats,
     /// Why the stream's last setting was refused.
     pub last_error: Option<String>,
+    /// The media type HTTP readers are told (`content_type`).
+    pub content_type: String,
     pub readers: Vec<ReaderSnapshot>,
 }
 
@@ -106,6 +109,9 @@ impl StreamSnapshot {
         let mut s = StreamSnapshot {
             name: name.to_vec(),
             last_error: stream.last_error(),
+            content_type: stream
+                .content_type()
+                .map_or(DEFAULT_CONTENT_TYPE.to_string(), |c| c.to_string()),
             readers,
             stats,
         };
@@ -160,6 +166,7 @@ impl StreamSnapshot {
             ("write_rate", n(s.write_rate)),
             ("blocked_writes", n(s.blocked_writes as u64)),
             ("last_error", t(self.last_error.clone().unwrap_or_default())),
+            ("content_type", t(self.content_type.clone())),
         ]
     }
 }

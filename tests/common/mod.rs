@@ -103,6 +103,12 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The port of the daemon's HTTP gateway (started with `--http 127.0.0.1:0`), from the
+    /// line it logs once listening.
+    pub fn http_port(&self) -> u16 {
+        http_port_in(&self.log)
+    }
+
     pub fn daemon_pid(&self) -> u32 {
         self.daemon.as_ref().unwrap().id()
     }
@@ -128,6 +134,24 @@ impl Drop for Mount {
             let _ = streamfs::daemon::unmount(&self.path, true);
         }
     }
+}
+
+/// The port a daemon logging to `log` says its gateway listens on; waits for the line.
+pub fn http_port_in(log: &Path) -> u16 {
+    let mut port = None;
+    wait_for(
+        "the gateway's listening line",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            port = text
+                .lines()
+                .find_map(|l| l.split("http: listening on ").nth(1))
+                .and_then(|a| a.trim().rsplit(':').next()?.parse().ok());
+            port.is_some()
+        },
+    );
+    port.unwrap()
 }
 
 pub fn kill(pid: u32, sig: i32) {
