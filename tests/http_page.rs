@@ -264,3 +264,32 @@ es.onerror = () => {{ document.body.dataset.error = "yes"; }};
     );
     assert!(!dom.contains("data-error"), "{dom}");
 }
+
+#[test]
+fn the_page_passes_its_access_token_on_to_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let m = Mount::new(&[
+        "--http",
+        "127.0.0.1:0",
+        "--http-token",
+        token.to_str().unwrap(),
+    ]);
+    let port = m.http_port();
+    std::fs::write(m.file("cam1"), b"x").unwrap();
+    let dom = chromium(
+        m.dir.path(),
+        &["--virtual-time-budget=1500", "--dump-dom"],
+        &format!("http://127.0.0.1:{port}/?access_token=s3cret"),
+    );
+    assert!(dom.contains("data-stream=\"cam1\""), "{dom}");
+    assert!(dom.contains("1 stream, updated"), "{dom}");
+    // Without the token the page loads nothing, and says why.
+    let dom = chromium(
+        m.dir.path(),
+        &["--virtual-time-budget=1500", "--dump-dom"],
+        &format!("http://127.0.0.1:{port}/"),
+    );
+    assert!(!dom.contains("data-stream="), "{dom}");
+}
