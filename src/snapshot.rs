@@ -359,6 +359,8 @@ mod tests {
         let snap = Snapshot::of(&ns, String::new());
         assert!(snap.streams[0].readers[0].line().ends_with(" waiting"));
         assert_eq!(snap.mount.parked_reads, 1);
+        // The mount's figures without the readers' agree with the full snapshot's.
+        assert_eq!(MountSnapshot::of(&ns, String::new()), snap.mount);
         let fields = snap.streams[0].fields();
         assert_eq!(fields[0], ("bytes_written", Value::Num(205)));
         assert_eq!(
