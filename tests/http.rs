@@ -404,6 +404,12 @@ for line in r.iter_lines():
     if line.startswith(b"data: "):
         print("resumed", line[6:].decode(), flush=True)
         break
+r.close()
+r = requests.get(base + "?format=sse&last_event_id=4", stream=True)
+for line in r.iter_lines():
+    if line.startswith(b"data: "):
+        print("from the query", line[6:].decode(), flush=True)
+        break
 "#;
     let mut py = Proc::sh(&format!(
         "exec python3 -c '{}' {port}",
@@ -411,7 +417,7 @@ for line in r.iter_lines():
     ));
     assert_eq!(py.read_at_least(12, HANG), b"4 one\n8 two\n");
     cat.write(b"ee\n");
-    let want = b"4 one\n8 two\n14 three\nresumed three\n";
+    let want = b"4 one\n8 two\n14 three\nresumed three\nfrom the query two\n";
     assert_eq!(py.read_at_least(want.len(), HANG), want);
     assert!(py.wait(HANG).success());
     cat.close();
@@ -658,27 +664,39 @@ fn bad_starts_exit_before_anything_is_mounted_or_served() {
     assert!(!is_mounted(&mnt));
 }
 
+/// A daemon killed and reaped when the test ends, even by a panic.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn serve_without_a_mount_takes_uploads_and_serves_reads() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let mut daemon = Command::new(bin())
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "-o",
-            "ring_buffer_size=1MB",
-        ])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = Reaped(
+        Command::new(bin())
+            .args(["serve", "--http", "0.0.0.0:0", "-o", "ring_buffer_size=1MB"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let port = http_port_in(&log);
     let (code, out, err) = sh(&format!(
         "printf 'hello\\n' | curl -sS -T - -w '%{{http_code}}' {u} && curl -sS '{u}?from=start,snapshot'",
         u = url(port, "/streams/c")
     ));
     assert_eq!((code, out.as_str()), (0, "204hello\n"), "{err}");
-    kill(daemon.id(), libc::SIGTERM);
-    assert!(wait_child(&mut daemon, HANG).unwrap().success());
+    kill(daemon.0.id(), libc::SIGTERM);
+    assert!(wait_child(&mut daemon.0, HANG).unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("is not a loopback address, and no --http-token is set"),
+        "all interfaces and no token: warned. {text}"
+    );
 }

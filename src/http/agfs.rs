@@ -275,13 +275,8 @@ fn read(
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
 async fn append(req: Request<Incoming>, ctx: &Ctx, name: &[u8]) -> Response<Body> {
-    let before = ctx.ns.lookup(name).map_or(0, |s| s.stats().written_bytes);
     match upload(req, ctx, name, Framing::Frames).await {
-        Ok(s) => {
-            // Bytes of this body (another writer's bytes may be between them).
-            let n = s.stats().written_bytes.saturating_sub(before);
-            message(StatusCode::OK, &format!("Written {n} bytes"))
-        }
+        Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
         Err(r) => r,
     }
 }

@@ -138,8 +138,8 @@ impl Gateway {
         let loopback = addr.ip().is_loopback();
         if !loopback && !ctx.auth.required() {
             warn!(
-                "http: listening on {addr}, which is not a loopback address, without \
-                 --http-token: anyone who reaches it can read, write and remove every stream"
+                "http: {addr} is not a loopback address, and no --http-token is set: anyone \
+                 who reaches it can read, write and remove every stream"
             );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -84,7 +84,7 @@ pub async fn stream(
                 Err(r) => return r,
             };
             match upload(req, ctx, name, framing).await {
-                Ok(stream) => {
+                Ok((stream, _)) => {
                     let mut r = Response::new(Body::empty());
                     *r.status_mut() = StatusCode::NO_CONTENT;
                     header_u64(&mut r, "stream-next-offset", stream.stats().written_bytes);
@@ -337,13 +337,13 @@ fn length(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
 /// Appends a request's body to the stream `name`, creating it if missing. A body with a
 /// `Content-Length` is one atomic write (at most [`MAX_WRITE`], else `413`); a chunked one
 /// is written as it arrives, cut by `framing`. The upload is one of the stream's writers
-/// while it lasts.
+/// while it lasts. Returns the stream and the body's length.
 pub async fn upload(
     req: Request<Incoming>,
     ctx: &Ctx,
     name: &[u8],
     framing: Framing,
-) -> Result<Arc<Stream>, Response<Body>> {
+) -> Result<(Arc<Stream>, u64), Response<Body>> {
     let len = length(&req)?;
     if let Some(n) = len.filter(|n| *n > MAX_WRITE) {
         return Err(text(
@@ -383,12 +383,13 @@ pub async fn upload(
             ));
         }
         commit(&stream, &writer, None).await.map_err(failed)?;
-        return Ok(stream.clone());
+        return Ok((stream.clone(), n));
     }
     // A write is what has arrived by the time the body would wait (at most COALESCE): a
     // fast sender makes large writes, a live one (ffmpeg -re) one per piece it sends.
     let mut held: Vec<u8> = Vec::new();
     let mut ended = false;
+    let mut total = 0u64;
     while !ended {
         let Some(frame) = body.frame().await else {
             break;
@@ -420,6 +421,7 @@ pub async fn upload(
                 None => break,
             }
         }
+        total += unit as u64;
         if framing == Framing::Frames {
             commit(&stream, &writer, None).await.map_err(failed)?;
             continue;
@@ -437,7 +439,7 @@ pub async fn upload(
             .await
             .map_err(failed)?;
     }
-    Ok(stream.clone())
+    Ok((stream.clone(), total))
 }
 
 /// The body's next frame if it is here already: `Some(None)` at its end, `None` when it
