@@ -113,7 +113,8 @@ fn cors_answers_preflights_and_exposes_the_stream_headers() {
 
 #[test]
 fn connections_over_the_limit_are_refused_and_the_others_go_on() {
-    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "http_max_connections=2"]);
+    // The fstab form: -o http=ADDR and the other keys.
+    let m = Mount::new(&["-o", "http=127.0.0.1:0,http_max_connections=2"]);
     let port = m.http_port();
     let cam = m.file("cam1");
     std::fs::write(&cam, b"").unwrap();
