@@ -19,8 +19,12 @@ use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
 const TAG: u32 = 0;
 
 /// Longest line `?frame=line` holds back waiting for its newline; a longer one is written
-/// in pieces of this size.
-const LINE_MAX: usize = 1 << 20;
+/// in pieces of about this size.
+const LINE_MAX: usize = 64 << 10;
+
+/// How long a body with a `Content-Length` may go without sending a byte: its whole length
+/// is reserved in the memory pool until it ends.
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most bytes of a chunked body gathered into one write when they arrive together.
 const COALESCE: usize = 1 << 20;
@@ -280,16 +284,17 @@ impl Framing {
         }
     }
 
-    /// How much of `buf` is whole units, ready to write.
-    fn ready(self, buf: &[u8]) -> usize {
+    /// How many bytes of `data`, coming after `held` bytes of an unfinished unit, end
+    /// whole units (0: none does).
+    fn cut(self, held: usize, data: &[u8]) -> usize {
         match self {
-            Framing::Frames => buf.len(),
-            Framing::Line => match buf.iter().rposition(|b| *b == b'\n') {
+            Framing::Frames => data.len(),
+            Framing::Line => match data.iter().rposition(|b| *b == b'\n') {
                 Some(nl) => nl + 1,
-                None if buf.len() >= LINE_MAX => buf.len(),
+                None if held + data.len() >= LINE_MAX => data.len(),
                 None => 0,
             },
-            Framing::Ts => buf.len() / TS_PACKET * TS_PACKET,
+            Framing::Ts => ((held + data.len()) / TS_PACKET * TS_PACKET).saturating_sub(held),
         }
     }
 }
@@ -368,7 +373,14 @@ pub async fn upload(
         // One unit: nothing reaches readers until the whole body is in.
         writer.reserve(n).map_err(failed)?;
         let mut got = 0u64;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Ok(frame) = tokio::time::timeout(BODY_STALL, body.frame()).await else {
+                return Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no byte of the body for {} s", BODY_STALL.as_secs()),
+                ));
+            };
+            let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| body_error(&e))?;
             if let Ok(data) = frame.into_data() {
                 got += data.len() as u64;
@@ -387,23 +399,29 @@ pub async fn upload(
     }
     // A write is what has arrived by the time the body would wait (at most COALESCE): a
     // fast sender makes large writes, a live one (ffmpeg -re) one per piece it sends.
+    // Whole units go to the writer's unit at once (charged to the memory pool, as every
+    // byte the daemon holds); only an unfinished line or packet waits here, at most
+    // LINE_MAX bytes.
     let mut held: Vec<u8> = Vec::new();
     let mut ended = false;
     let mut total = 0u64;
+    let take = |data: bytes::Bytes, held: &mut Vec<u8>| -> Result<usize, StreamError> {
+        let k = framing.cut(held.len(), &data);
+        if k > 0 {
+            if !held.is_empty() {
+                writer.append(held, TAG)?;
+                held.clear();
+            }
+            writer.append(&data[..k], TAG)?;
+        }
+        held.extend_from_slice(&data[k..]);
+        Ok(data.len())
+    };
     while !ended {
         let Some(frame) = body.frame().await else {
             break;
         };
         let mut unit = 0usize;
-        let take = |data: bytes::Bytes, held: &mut Vec<u8>| -> Result<usize, StreamError> {
-            if framing == Framing::Frames {
-                // Pieces of the writer's unit: no copy besides the core's own.
-                writer.append(&data, TAG)?;
-            } else {
-                held.extend_from_slice(&data);
-            }
-            Ok(data.len())
-        };
         if let Ok(data) = frame.map_err(|e| body_error(&e))?.into_data() {
             unit += take(data, &mut held).map_err(failed)?;
         }
@@ -422,17 +440,7 @@ pub async fn upload(
             }
         }
         total += unit as u64;
-        if framing == Framing::Frames {
-            commit(&stream, &writer, None).await.map_err(failed)?;
-            continue;
-        }
-        let n = framing.ready(&held);
-        if n > 0 {
-            commit(&stream, &writer, Some(&held[..n]))
-                .await
-                .map_err(failed)?;
-            held.drain(..n);
-        }
+        commit(&stream, &writer, None).await.map_err(failed)?;
     }
     if !held.is_empty() {
         commit(&stream, &writer, Some(&held))
@@ -467,14 +475,17 @@ mod tests {
 
     #[test]
     fn framing_cuts_whole_units() {
-        for (f, buf, want) in [
-            (Framing::Frames, &b"abc"[..], 3),
-            (Framing::Line, b"a\nb\nc", 4),
-            (Framing::Line, b"abc", 0),
-            (Framing::Ts, &[0u8; 400][..], 376),
-            (Framing::Ts, &[0u8; 100][..], 0),
+        for (f, held, data, want) in [
+            (Framing::Frames, 0, &b"abc"[..], 3),
+            (Framing::Line, 0, b"a\nb\nc", 4),
+            (Framing::Line, 5, b"abc", 0),
+            (Framing::Line, LINE_MAX - 2, b"abc", 3),
+            (Framing::Ts, 0, &[0u8; 400][..], 376),
+            (Framing::Ts, 100, &[0u8; 300][..], 276),
+            (Framing::Ts, 0, &[0u8; 100][..], 0),
+            (Framing::Ts, 187, &[0u8; 1][..], 1),
         ] {
-            assert_eq!(f.ready(buf), want, "{f:?} {buf:?}");
+            assert_eq!(f.cut(held, data), want, "{f:?} {held} {data:?}");
         }
     }
 }
