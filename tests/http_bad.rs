@@ -294,3 +294,50 @@ fn serve_without_a_mount_takes_uploads_and_serves_reads() {
         "all interfaces and no token: warned. {text}"
     );
 }
+
+#[test]
+fn the_daemons_limits_answer_507_and_503() {
+    let m = Mount::new(&[
+        "--http",
+        "127.0.0.1:0",
+        "-o",
+        "max_memory=16MB,max_streams=1,max_readers=1",
+    ]);
+    let port = m.http_port();
+    // A body whose length max_memory cannot hold: refused before it is read.
+    let (status, text) = http_raw(
+        port,
+        b"PUT /streams/a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+          Content-Length: 33554432\r\n\r\n",
+    );
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("memory limit"), "{text}");
+    assert!(!m.file("a").exists(), "the refused upload left no stream");
+    let put = |name: &str| {
+        http_raw(
+            port,
+            format!(
+                "PUT /streams/{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                 Content-Length: 1\r\n\r\nx"
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(put("b").0, 204);
+    let (status, text) = put("c");
+    assert_eq!(status, 507, "max_streams: {text}");
+    assert!(text.contains("too many streams"), "{text}");
+    let mut first = Proc::sh(&format!(
+        "exec curl -sN {}",
+        url(port, "/streams/b?from=live")
+    ));
+    wait_readers(&m.file("b"), 1);
+    let (status, text) = http_get(port, "/streams/b", "");
+    assert_eq!(status, 503, "max_readers: {text}");
+    assert!(text.contains("too many readers"), "{text}");
+    std::fs::write(m.file("b"), b"the first reader is served\n").unwrap();
+    assert_eq!(
+        first.read_at_least(27, HANG),
+        b"the first reader is served\n"
+    );
+}

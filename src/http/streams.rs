@@ -363,11 +363,41 @@ pub async fn upload(
         .ns
         .create(name, ctx.new_meta())
         .map_err(|e| error_response(&e))?;
-    if created {
-        log::info!("http: stream {} created", crate::escape::escape_bytes(name));
-    }
     let writer = stream.open_writer();
-    let mut body = req.into_body();
+    let result = write_body(&stream, &writer, req.into_body(), len, framing).await;
+    drop(writer);
+    match result {
+        Ok(n) => {
+            if created {
+                log::info!("http: stream {} created", crate::escape::escape_bytes(name));
+            }
+            Ok((stream, n))
+        }
+        Err(r) => {
+            // A refused upload leaves nothing behind: the stream it made goes again, unless
+            // someone else began to use it meanwhile.
+            let st = stream.stats();
+            let untouched = st.written_bytes == 0 && st.readers == 0 && st.writers == 0;
+            let same = ctx
+                .ns
+                .lookup(name)
+                .is_some_and(|s| Arc::ptr_eq(&s, &stream));
+            if created && untouched && same {
+                let _ = ctx.ns.remove(name);
+            }
+            Err(r)
+        }
+    }
+}
+
+/// Writes the body through `writer` (see [`upload`]); returns its length.
+async fn write_body(
+    stream: &Arc<Stream>,
+    writer: &Writer,
+    mut body: Incoming,
+    len: Option<u64>,
+    framing: Framing,
+) -> Result<u64, Response<Body>> {
     let failed = |e: StreamError| error_response(&e);
     if let Some(n) = len {
         // One unit: nothing reaches readers until the whole body is in.
@@ -394,8 +424,8 @@ pub async fn upload(
                 "the body is shorter than its Content-Length",
             ));
         }
-        commit(&stream, &writer, None).await.map_err(failed)?;
-        return Ok((stream.clone(), n));
+        commit(stream, writer, None).await.map_err(failed)?;
+        return Ok(n);
     }
     // A write is what has arrived by the time the body would wait (at most COALESCE): a
     // fast sender makes large writes, a live one (ffmpeg -re) one per piece it sends.
@@ -440,14 +470,12 @@ pub async fn upload(
             }
         }
         total += unit as u64;
-        commit(&stream, &writer, None).await.map_err(failed)?;
+        commit(stream, writer, None).await.map_err(failed)?;
     }
     if !held.is_empty() {
-        commit(&stream, &writer, Some(&held))
-            .await
-            .map_err(failed)?;
+        commit(stream, writer, Some(&held)).await.map_err(failed)?;
     }
-    Ok((stream.clone(), total))
+    Ok(total)
 }
 
 /// The body's next frame if it is here already: `Some(None)` at its end, `None` when it
