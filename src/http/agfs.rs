@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{Body, ReaderBody};
 use super::server::{Ctx, not_allowed, typed};
-use super::streams::{Framing, open, read_headers, stream_error, upload};
+use super::streams::{Framing, label, open, read_headers, stream_error, upload};
 use super::url::{Query, json_string};
 use crate::stream::Stream;
 
@@ -247,18 +247,7 @@ fn read(
     let Some(stream) = ctx.ns.lookup(name) else {
         return error(StatusCode::NOT_FOUND, "no such file or directory");
     };
-    let agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .take(64)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let label = format!("http {remote} ({})", crate::escape::escape(&agent));
-    let reader = match open(&stream, query.get("from"), label) {
+    let reader = match open(&stream, query.get("from"), label(req, remote)) {
         Ok(r) => r,
         Err(r) => return r,
     };

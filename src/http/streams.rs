@@ -133,7 +133,7 @@ fn set_type(r: &mut Response<Body>, s: &Stream) {
 }
 
 /// The reader's label in listings: the client's address and its user agent.
-fn label(req: &Request<Incoming>, remote: SocketAddr) -> String {
+pub fn label(req: &Request<Incoming>, remote: SocketAddr) -> String {
     let agent = req.headers().get(header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
@@ -202,6 +202,9 @@ fn read(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
+    if query.bytes("from").is_some() && query.get("from").is_none() {
+        return Err(text(StatusCode::BAD_REQUEST, "invalid start: not UTF-8"));
+    }
     let sse = match query.get("format") {
         Some("sse") => true,
         Some("raw") | None => accept_sse,
@@ -235,18 +238,10 @@ fn read(
         },
         None => query.get("from"),
     };
-    if query.bytes("from").is_some() && query.get("from").is_none() {
-        return Err(text(StatusCode::BAD_REQUEST, "invalid start: not UTF-8"));
-    }
     let reader = open(&stream, from, label(req, remote))?;
     let offset = reader.stats().start;
     let mut r = if sse {
-        let mut r = Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        r
+        Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
     } else {
         Response::new(Body::Stream(ReaderBody::new(reader)))
     };
