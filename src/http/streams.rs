@@ -354,10 +354,11 @@ pub async fn upload(
             ),
         ));
     }
-    let (stream, created) = ctx
-        .ns
-        .create(name, ctx.new_meta())
-        .map_err(|e| error_response(&e))?;
+    let (stream, created) = ctx.ns.create(name, ctx.new_meta()).map_err(|e| match e {
+        // The namespace refuses new streams only once it is shut down.
+        StreamError::Removed => text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+        e => error_response(&e),
+    })?;
     let writer = stream.open_writer();
     let result = write_body(&stream, &writer, req.into_body(), len, framing).await;
     drop(writer);
