@@ -163,64 +163,7 @@ struct Cli {
     log_file: Option<PathBuf>,
 
     #[command(flatten)]
-    http: HttpArgs,
-}
-
-/// The gateway's flags, the same as its -o options (`http/config.rs`).
-#[derive(clap::Args, Debug, Default)]
-struct HttpArgs {
-    /// Serve the streams over HTTP on ADDR (IP:PORT, [IPv6]:PORT, HOST:PORT, or PORT
-    /// alone for loopback); also -o http=ADDR
-    #[arg(long, value_name = "ADDR")]
-    http: Option<String>,
-
-    /// Require `Authorization: Bearer TOKEN` (the file's first line) on every request
-    #[arg(long, value_name = "FILE")]
-    http_token: Option<String>,
-
-    /// A second token that allows reading only (GET, HEAD)
-    #[arg(long, value_name = "FILE")]
-    http_read_token: Option<String>,
-
-    /// Let browser scripts of ORIGIN (or * for any) read the streams
-    #[arg(long, value_name = "ORIGIN")]
-    http_cors: Option<String>,
-
-    /// The prefix of path= in the original server's API (/api/v1/...), e.g. /streamfs
-    #[arg(long, value_name = "PATH")]
-    http_api_prefix: Option<String>,
-}
-
-impl HttpArgs {
-    /// Applies the flags over the -o options, naming the flag in an error.
-    fn apply(&self, m: &mut MountSettings) -> Result<(), String> {
-        for (key, flag, v) in [
-            ("http", "--http", &self.http),
-            ("http_token", "--http-token", &self.http_token),
-            (
-                "http_read_token",
-                "--http-read-token",
-                &self.http_read_token,
-            ),
-            ("http_cors", "--http-cors", &self.http_cors),
-            (
-                "http_api_prefix",
-                "--http-api-prefix",
-                &self.http_api_prefix,
-            ),
-        ] {
-            if let Some(v) = v {
-                if let Some(Err(e)) = m.http.apply(key, v) {
-                    return Err(format!(
-                        "invalid {flag} '{}': {}",
-                        e.value.escape_debug(),
-                        e.reason
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
+    http: streamfs::http::config::HttpArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,7 +187,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
         #[command(flatten)]
-        http: HttpArgs,
+        http: streamfs::http::config::HttpArgs,
     },
     /// End every stream of a mount (readers get EOF), unmount it and end its daemon
     #[command(override_usage = STOP_USAGE, long_about = STOP_LONG_ABOUT)]
@@ -451,7 +394,7 @@ fn mount_settings(
     options: &[String],
     channel_buffer_size: Option<&str>,
     ring_buffer_size: Option<&str>,
-    http: &HttpArgs,
+    http: &streamfs::http::config::HttpArgs,
 ) -> Result<MountSettings, String> {
     let mut mount = MountSettings::default();
     for o in options {

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,30 +47,6 @@ impl Drop for Cat {
 
 fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
-}
-
-/// Sends `raw` (a whole request) and returns the status and the rest of the answer; the
-/// server closes after it (`Connection: close` in `raw`) or the read times out.
-fn raw(port: u16, raw: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(raw).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (status, text)
-}
-
-fn get(port: u16, path: &str, headers: &str) -> (u16, String) {
-    raw(
-        port,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n").as_bytes(),
-    )
 }
 
 #[test]
@@ -305,7 +280,7 @@ print("badframe", r.status_code)
     assert_eq!(xattr_u64(&m.file("ts"), "writes"), 2);
     assert_eq!(xattr_u64(&m.file("whole"), "writes"), 1);
     // Over the atomic limit with a length: refused before anything is read.
-    let (status, text) = raw(
+    let (status, text) = http_raw(
         port,
         b"PUT /streams/big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
           Content-Length: 67108865\r\n\r\n",
@@ -370,7 +345,7 @@ print(len(rest))
         cat.write(&chunk);
     }
     wait_for("the ring to move", HANG, || xattr_u64(&s, "ring_start") > 0);
-    let (status, text) = get(port, "/streams/log?from=0", "");
+    let (status, text) = http_get(port, "/streams/log?from=0", "");
     assert_eq!(status, 410, "{text}");
     assert!(text.contains("older than the ring"), "{text}");
     cat.close();
@@ -404,6 +379,12 @@ for line in r.iter_lines():
     if line.startswith(b"data: "):
         print("resumed", line[6:].decode(), flush=True)
         break
+r.close()
+r = requests.get(base + "?format=sse&last_event_id=4", stream=True)
+for line in r.iter_lines():
+    if line.startswith(b"data: "):
+        print("from the query", line[6:].decode(), flush=True)
+        break
 "#;
     let mut py = Proc::sh(&format!(
         "exec python3 -c '{}' {port}",
@@ -411,274 +392,8 @@ for line in r.iter_lines():
     ));
     assert_eq!(py.read_at_least(12, HANG), b"4 one\n8 two\n");
     cat.write(b"ee\n");
-    let want = b"4 one\n8 two\n14 three\nresumed three\n";
+    let want = b"4 one\n8 two\n14 three\nresumed three\nfrom the query two\n";
     assert_eq!(py.read_at_least(want.len(), HANG), want);
     assert!(py.wait(HANG).success());
     cat.close();
-}
-
-/// One bad request, what it gets, and what the answer says.
-struct Bad {
-    what: &'static str,
-    request: &'static [u8],
-    status: u16,
-    says: &'static str,
-}
-
-#[test]
-fn bad_requests_get_clear_answers() {
-    let m = Mount::new(&["--http", "127.0.0.1:0"]);
-    let port = m.http_port();
-    std::fs::write(m.file("cam1"), b"x").unwrap();
-    let big = format!(
-        "GET /streams/cam1 HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(64 << 10)
-    );
-    let big: &'static [u8] = Box::leak(big.into_bytes().into_boxed_slice());
-    let table = [
-        Bad {
-            what: "unknown path",
-            request: b"GET /nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            status: 404,
-            says: "no such path",
-        },
-        Bad {
-            what: "missing stream",
-            request: b"GET /streams/none HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            status: 404,
-            says: "no stream named none",
-        },
-        Bad {
-            what: "bad from",
-            request: b"GET /streams/cam1?from=soon HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            status: 400,
-            says: "invalid start 'soon'",
-        },
-        Bad {
-            what: "wrong method",
-            request: b"PATCH /streams/cam1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            status: 405,
-            says: "allow: GET, HEAD, PUT, POST, DELETE",
-        },
-        Bad {
-            what: "wrong method on the listing",
-            request: b"POST /streams HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            status: 405,
-            says: "allow: GET, HEAD",
-        },
-        Bad {
-            what: "body on GET",
-            request: b"GET /streams/cam1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
-            status: 400,
-            says: "takes no body",
-        },
-        Bad {
-            what: "oversized headers",
-            request: big,
-            status: 431,
-            says: "",
-        },
-        Bad {
-            what: "bad frame",
-            request: b"POST /streams/cam1?frame=gop HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
-            status: 400,
-            says: "unknown frame 'gop'",
-        },
-        Bad {
-            what: "bad name",
-            request: b"PUT /streams/a%40b HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
-            status: 400,
-            says: "invalid stream name",
-        },
-        Bad {
-            what: "delete missing",
-            request: b"DELETE /streams/none HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            status: 404,
-            says: "no stream named none",
-        },
-    ];
-    for b in &table {
-        let (status, text) = raw(port, b.request);
-        assert_eq!(status, b.status, "{}: {text}", b.what);
-        assert!(
-            text.to_lowercase().contains(&b.says.to_lowercase()),
-            "{}: {text}",
-            b.what
-        );
-    }
-    // Nothing else was disturbed: the stream is as it was.
-    assert_eq!(xattr_u64(&m.file("cam1"), "bytes_written"), 1);
-}
-
-#[test]
-fn a_slowloris_client_is_cut_after_the_header_timeout() {
-    let m = Mount::new(&["--http", "127.0.0.1:0"]);
-    let port = m.http_port();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(900)))
-        .unwrap();
-    let t = Instant::now();
-    let head = b"GET /streams HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut closed = None;
-    for b in head.iter().cycle() {
-        if s.write_all(&[*b]).is_err() {
-            closed = Some(t.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 512];
-        match s.read(&mut buf) {
-            Ok(_) => {
-                closed = Some(t.elapsed());
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => {
-                closed = Some(t.elapsed());
-                break;
-            }
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "never cut off");
-    }
-    let closed = closed.unwrap();
-    assert!(
-        closed >= Duration::from_secs(9) && closed < Duration::from_secs(14),
-        "cut after {closed:?}"
-    );
-}
-
-#[test]
-fn tokens_are_required_and_read_tokens_only_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let full = dir.path().join("token");
-    let read = dir.path().join("read-token");
-    std::fs::write(&full, "s3cret\n").unwrap();
-    std::fs::write(&read, "look\n").unwrap();
-    let m = Mount::new(&[
-        "--http",
-        "127.0.0.1:0",
-        "--http-token",
-        full.to_str().unwrap(),
-        "--http-read-token",
-        read.to_str().unwrap(),
-    ]);
-    let port = m.http_port();
-    std::fs::write(m.file("cam1"), b"x").unwrap();
-    for (what, headers, method, status) in [
-        ("no token", "", "HEAD", 401),
-        ("wrong token", "Authorization: Bearer nope\r\n", "HEAD", 401),
-        ("the token", "Authorization: Bearer s3cret\r\n", "HEAD", 200),
-        (
-            "the read token",
-            "Authorization: Bearer look\r\n",
-            "HEAD",
-            200,
-        ),
-        (
-            "the read token writing",
-            "Authorization: Bearer look\r\n",
-            "DELETE",
-            403,
-        ),
-        (
-            "the token writing",
-            "Authorization: Bearer s3cret\r\n",
-            "DELETE",
-            204,
-        ),
-    ] {
-        let (got, text) = raw(
-            port,
-            format!(
-                "{method} /streams/cam1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n"
-            )
-            .as_bytes(),
-        );
-        assert_eq!(got, status, "{what}: {text}");
-    }
-    let (got, _) = get(port, "/streams?access_token=look", "");
-    assert_eq!(got, 200, "a token in the query, for what a browser opens");
-}
-
-/// `streamfs serve ARGS`: exit status and stderr when it fails at start.
-fn serve_fails(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_child(&mut child, HANG).expect("serve exits on a bad start");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code().unwrap_or(-1), err)
-}
-
-#[test]
-fn bad_starts_exit_before_anything_is_mounted_or_served() {
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy_addr = busy.local_addr().unwrap().to_string();
-    for (args, code, says) in [
-        (vec!["--http", busy_addr.as_str()], 1, "cannot listen on"),
-        (
-            vec!["--http", "300.1.1.1:80"],
-            2,
-            "invalid --http '300.1.1.1:80'",
-        ),
-        (
-            vec!["--http", "9", "--http-token", "/nonexistent/t"],
-            2,
-            "invalid http_token '/nonexistent/t'",
-        ),
-        (vec![], 2, "serve needs an address"),
-        (
-            vec!["--http", "9", "-o", "http_cors=nowhere"],
-            2,
-            "invalid http_cors 'nowhere'",
-        ),
-    ] {
-        let (got, err) = serve_fails(&args);
-        assert_eq!(got, code, "{args:?}: {err}");
-        assert!(err.contains(says), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "one line: {err}");
-    }
-    // A mount with a port in use: refused before mounting.
-    let (_dir, mnt) = mount_dir("streamfs-http-busy");
-    let out = Command::new(bin())
-        .arg(&mnt)
-        .args(["--http", &busy_addr])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on"));
-    assert!(!is_mounted(&mnt));
-}
-
-#[test]
-fn serve_without_a_mount_takes_uploads_and_serves_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let mut daemon = Command::new(bin())
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "-o",
-            "ring_buffer_size=1MB",
-        ])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let port = http_port_in(&log);
-    let (code, out, err) = sh(&format!(
-        "printf 'hello\\n' | curl -sS -T - -w '%{{http_code}}' {u} && curl -sS '{u}?from=start,snapshot'",
-        u = url(port, "/streams/c")
-    ));
-    assert_eq!((code, out.as_str()), (0, "204hello\n"), "{err}");
-    kill(daemon.id(), libc::SIGTERM);
-    assert!(wait_child(&mut daemon, HANG).unwrap().success());
 }

@@ -4,20 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
 
-/// Sends `request` and returns the whole answer (the server closes after it).
+/// The whole answer to `request`, lowercased.
 fn exchange(port: u16, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).to_lowercase()
+    http_raw(port, request.as_bytes()).1.to_lowercase()
 }
 
 fn head(port: u16, path: &str, headers: &str) -> String {
@@ -119,7 +113,8 @@ fn cors_answers_preflights_and_exposes_the_stream_headers() {
 
 #[test]
 fn connections_over_the_limit_are_refused_and_the_others_go_on() {
-    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "http_max_connections=2"]);
+    // The fstab form: -o http=ADDR and the other keys.
+    let m = Mount::new(&["-o", "http=127.0.0.1:0,http_max_connections=2"]);
     let port = m.http_port();
     let cam = m.file("cam1");
     std::fs::write(&cam, b"").unwrap();

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{Body, ReaderBody};
 use super::server::{Ctx, not_allowed, typed};
-use super::streams::{Framing, open, read_headers, stream_error, upload};
+use super::streams::{Framing, label, open, read_headers, stream_error, upload};
 use super::url::{Query, json_string};
 use crate::stream::Stream;
 
@@ -247,18 +247,7 @@ fn read(
     let Some(stream) = ctx.ns.lookup(name) else {
         return error(StatusCode::NOT_FOUND, "no such file or directory");
     };
-    let agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .take(64)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let label = format!("http {remote} ({})", crate::escape::escape(&agent));
-    let reader = match open(&stream, query.get("from"), label) {
+    let reader = match open(&stream, query.get("from"), label(req, remote)) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -275,13 +264,8 @@ fn read(
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
 async fn append(req: Request<Incoming>, ctx: &Ctx, name: &[u8]) -> Response<Body> {
-    let before = ctx.ns.lookup(name).map_or(0, |s| s.stats().written_bytes);
     match upload(req, ctx, name, Framing::Frames).await {
-        Ok(s) => {
-            // Bytes of this body (another writer's bytes may be between them).
-            let n = s.stats().written_bytes.saturating_sub(before);
-            message(StatusCode::OK, &format!("Written {n} bytes"))
-        }
+        Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
         Err(r) => r,
     }
 }

@@ -1,6 +1,6 @@
-//! The gateway's settings (`--http ADDR`, `-o http=ADDR`, tokens, CORS, the compatibility
-//! prefix), parsed and checked before anything is bound or mounted. Knows nothing of sockets
-//! or the core.
+//! The gateway's settings (`--http ADDR` and its other flags, `-o http=ADDR`, tokens, CORS, the
+//! compatibility prefix), parsed and checked before anything is bound or mounted. Knows nothing
+//! of sockets or the core.
 
 #![forbid(unsafe_code)]
 
@@ -181,6 +181,67 @@ pub fn read_token(option: &str, path: &std::path::Path) -> Result<String, String
         ));
     }
     Ok(token)
+}
+
+/// The gateway's command-line flags, the same as its -o options.
+#[derive(clap::Args, Debug, Default)]
+pub struct HttpArgs {
+    // The help is an attribute: rustdoc would take "[IPv6]" in a doc comment for a link.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Serve the streams over HTTP on ADDR (IP:PORT, [IPv6]:PORT, HOST:PORT, or \
+                PORT alone for loopback); also -o http=ADDR"
+    )]
+    pub http: Option<String>,
+
+    /// Require `Authorization: Bearer TOKEN` (the file's first line) on every request
+    #[arg(long, value_name = "FILE")]
+    pub http_token: Option<String>,
+
+    /// A second token that allows reading only (GET, HEAD)
+    #[arg(long, value_name = "FILE")]
+    pub http_read_token: Option<String>,
+
+    /// Let browser scripts of ORIGIN (or * for any) read the streams
+    #[arg(long, value_name = "ORIGIN")]
+    pub http_cors: Option<String>,
+
+    /// The prefix of path= in the original server's API (/api/v1/...), e.g. /streamfs
+    #[arg(long, value_name = "PATH")]
+    pub http_api_prefix: Option<String>,
+}
+
+impl HttpArgs {
+    /// Applies the flags over the -o options, naming the flag in an error.
+    pub fn apply(&self, m: &mut crate::options::MountSettings) -> Result<(), String> {
+        for (key, flag, v) in [
+            ("http", "--http", &self.http),
+            ("http_token", "--http-token", &self.http_token),
+            (
+                "http_read_token",
+                "--http-read-token",
+                &self.http_read_token,
+            ),
+            ("http_cors", "--http-cors", &self.http_cors),
+            (
+                "http_api_prefix",
+                "--http-api-prefix",
+                &self.http_api_prefix,
+            ),
+        ] {
+            if let Some(v) = v {
+                if let Some(Err(e)) = m.http.apply(key, v) {
+                    return Err(format!(
+                        "invalid {flag} '{}': {}",
+                        e.value.escape_debug(),
+                        e.reason
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -138,8 +138,8 @@ impl Gateway {
         let loopback = addr.ip().is_loopback();
         if !loopback && !ctx.auth.required() {
             warn!(
-                "http: listening on {addr}, which is not a loopback address, without \
-                 --http-token: anyone who reaches it can read, write and remove every stream"
+                "http: {addr} is not a loopback address, and no --http-token is set: anyone \
+                 who reaches it can read, write and remove every stream"
             );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -205,6 +205,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         tokio::spawn(async move {
+            let _open = Open(ctx.stats.clone());
             let service = {
                 let ctx = ctx.clone();
                 hyper::service::service_fn(move |req| {
@@ -220,8 +221,16 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
             if let Err(e) = conn.await {
                 log::debug!("http: {remote}: {e}");
             }
-            ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Counts a connection as open until dropped, however its task ends.
+struct Open(Arc<HttpStats>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

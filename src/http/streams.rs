@@ -19,8 +19,12 @@ use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
 const TAG: u32 = 0;
 
 /// Longest line `?frame=line` holds back waiting for its newline; a longer one is written
-/// in pieces of this size.
-const LINE_MAX: usize = 1 << 20;
+/// in pieces of about this size.
+const LINE_MAX: usize = 64 << 10;
+
+/// How long a body with a `Content-Length` may go without sending a byte: its whole length
+/// is reserved in the memory pool until it ends.
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most bytes of a chunked body gathered into one write when they arrive together.
 const COALESCE: usize = 1 << 20;
@@ -84,7 +88,7 @@ pub async fn stream(
                 Err(r) => return r,
             };
             match upload(req, ctx, name, framing).await {
-                Ok(stream) => {
+                Ok((stream, _)) => {
                     let mut r = Response::new(Body::empty());
                     *r.status_mut() = StatusCode::NO_CONTENT;
                     header_u64(&mut r, "stream-next-offset", stream.stats().written_bytes);
@@ -129,7 +133,7 @@ fn set_type(r: &mut Response<Body>, s: &Stream) {
 }
 
 /// The reader's label in listings: the client's address and its user agent.
-fn label(req: &Request<Incoming>, remote: SocketAddr) -> String {
+pub fn label(req: &Request<Incoming>, remote: SocketAddr) -> String {
     let agent = req.headers().get(header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
@@ -198,6 +202,9 @@ fn read(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
+    if query.bytes("from").is_some() && query.get("from").is_none() {
+        return Err(text(StatusCode::BAD_REQUEST, "invalid start: not UTF-8"));
+    }
     let sse = match query.get("format") {
         Some("sse") => true,
         Some("raw") | None => accept_sse,
@@ -231,18 +238,10 @@ fn read(
         },
         None => query.get("from"),
     };
-    if query.bytes("from").is_some() && query.get("from").is_none() {
-        return Err(text(StatusCode::BAD_REQUEST, "invalid start: not UTF-8"));
-    }
     let reader = open(&stream, from, label(req, remote))?;
     let offset = reader.stats().start;
     let mut r = if sse {
-        let mut r = Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        r
+        Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
     } else {
         Response::new(Body::Stream(ReaderBody::new(reader)))
     };
@@ -280,16 +279,17 @@ impl Framing {
         }
     }
 
-    /// How much of `buf` is whole units, ready to write.
-    fn ready(self, buf: &[u8]) -> usize {
+    /// How many bytes of `data`, coming after `held` bytes of an unfinished unit, end
+    /// whole units (0: none does).
+    fn cut(self, held: usize, data: &[u8]) -> usize {
         match self {
-            Framing::Frames => buf.len(),
-            Framing::Line => match buf.iter().rposition(|b| *b == b'\n') {
+            Framing::Frames => data.len(),
+            Framing::Line => match data.iter().rposition(|b| *b == b'\n') {
                 Some(nl) => nl + 1,
-                None if buf.len() >= LINE_MAX => buf.len(),
+                None if held + data.len() >= LINE_MAX => data.len(),
                 None => 0,
             },
-            Framing::Ts => buf.len() / TS_PACKET * TS_PACKET,
+            Framing::Ts => ((held + data.len()) / TS_PACKET * TS_PACKET).saturating_sub(held),
         }
     }
 }
@@ -337,13 +337,13 @@ fn length(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
 /// Appends a request's body to the stream `name`, creating it if missing. A body with a
 /// `Content-Length` is one atomic write (at most [`MAX_WRITE`], else `413`); a chunked one
 /// is written as it arrives, cut by `framing`. The upload is one of the stream's writers
-/// while it lasts.
+/// while it lasts. Returns the stream and the body's length.
 pub async fn upload(
     req: Request<Incoming>,
     ctx: &Ctx,
     name: &[u8],
     framing: Framing,
-) -> Result<Arc<Stream>, Response<Body>> {
+) -> Result<(Arc<Stream>, u64), Response<Body>> {
     let len = length(&req)?;
     if let Some(n) = len.filter(|n| *n > MAX_WRITE) {
         return Err(text(
@@ -354,21 +354,59 @@ pub async fn upload(
             ),
         ));
     }
-    let (stream, created) = ctx
-        .ns
-        .create(name, ctx.new_meta())
-        .map_err(|e| error_response(&e))?;
-    if created {
-        log::info!("http: stream {} created", crate::escape::escape_bytes(name));
-    }
+    let (stream, created) = ctx.ns.create(name, ctx.new_meta()).map_err(|e| match e {
+        // The namespace refuses new streams only once it is shut down.
+        StreamError::Removed => text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+        e => error_response(&e),
+    })?;
     let writer = stream.open_writer();
-    let mut body = req.into_body();
+    let result = write_body(&stream, &writer, req.into_body(), len, framing).await;
+    drop(writer);
+    match result {
+        Ok(n) => {
+            if created {
+                log::info!("http: stream {} created", crate::escape::escape_bytes(name));
+            }
+            Ok((stream, n))
+        }
+        Err(r) => {
+            // A refused upload leaves nothing behind: the stream it made goes again, unless
+            // someone else began to use it meanwhile.
+            let st = stream.stats();
+            let untouched = st.written_bytes == 0 && st.readers == 0 && st.writers == 0;
+            let same = ctx
+                .ns
+                .lookup(name)
+                .is_some_and(|s| Arc::ptr_eq(&s, &stream));
+            if created && untouched && same {
+                let _ = ctx.ns.remove(name);
+            }
+            Err(r)
+        }
+    }
+}
+
+/// Writes the body through `writer` (see [`upload`]); returns its length.
+async fn write_body(
+    stream: &Arc<Stream>,
+    writer: &Writer,
+    mut body: Incoming,
+    len: Option<u64>,
+    framing: Framing,
+) -> Result<u64, Response<Body>> {
     let failed = |e: StreamError| error_response(&e);
     if let Some(n) = len {
         // One unit: nothing reaches readers until the whole body is in.
         writer.reserve(n).map_err(failed)?;
         let mut got = 0u64;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Ok(frame) = tokio::time::timeout(BODY_STALL, body.frame()).await else {
+                return Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no byte of the body for {} s", BODY_STALL.as_secs()),
+                ));
+            };
+            let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| body_error(&e))?;
             if let Ok(data) = frame.into_data() {
                 got += data.len() as u64;
@@ -382,27 +420,34 @@ pub async fn upload(
                 "the body is shorter than its Content-Length",
             ));
         }
-        commit(&stream, &writer, None).await.map_err(failed)?;
-        return Ok(stream.clone());
+        commit(stream, writer, None).await.map_err(failed)?;
+        return Ok(n);
     }
     // A write is what has arrived by the time the body would wait (at most COALESCE): a
     // fast sender makes large writes, a live one (ffmpeg -re) one per piece it sends.
+    // Whole units go to the writer's unit at once (charged to the memory pool, as every
+    // byte the daemon holds); only an unfinished line or packet waits here, at most
+    // LINE_MAX bytes.
     let mut held: Vec<u8> = Vec::new();
     let mut ended = false;
+    let mut total = 0u64;
+    let take = |data: bytes::Bytes, held: &mut Vec<u8>| -> Result<usize, StreamError> {
+        let k = framing.cut(held.len(), &data);
+        if k > 0 {
+            if !held.is_empty() {
+                writer.append(held, TAG)?;
+                held.clear();
+            }
+            writer.append(&data[..k], TAG)?;
+        }
+        held.extend_from_slice(&data[k..]);
+        Ok(data.len())
+    };
     while !ended {
         let Some(frame) = body.frame().await else {
             break;
         };
         let mut unit = 0usize;
-        let take = |data: bytes::Bytes, held: &mut Vec<u8>| -> Result<usize, StreamError> {
-            if framing == Framing::Frames {
-                // Pieces of the writer's unit: no copy besides the core's own.
-                writer.append(&data, TAG)?;
-            } else {
-                held.extend_from_slice(&data);
-            }
-            Ok(data.len())
-        };
         if let Ok(data) = frame.map_err(|e| body_error(&e))?.into_data() {
             unit += take(data, &mut held).map_err(failed)?;
         }
@@ -420,24 +465,13 @@ pub async fn upload(
                 None => break,
             }
         }
-        if framing == Framing::Frames {
-            commit(&stream, &writer, None).await.map_err(failed)?;
-            continue;
-        }
-        let n = framing.ready(&held);
-        if n > 0 {
-            commit(&stream, &writer, Some(&held[..n]))
-                .await
-                .map_err(failed)?;
-            held.drain(..n);
-        }
+        total += unit as u64;
+        commit(stream, writer, None).await.map_err(failed)?;
     }
     if !held.is_empty() {
-        commit(&stream, &writer, Some(&held))
-            .await
-            .map_err(failed)?;
+        commit(stream, writer, Some(&held)).await.map_err(failed)?;
     }
-    Ok(stream.clone())
+    Ok(total)
 }
 
 /// The body's next frame if it is here already: `Some(None)` at its end, `None` when it
@@ -465,14 +499,17 @@ mod tests {
 
     #[test]
     fn framing_cuts_whole_units() {
-        for (f, buf, want) in [
-            (Framing::Frames, &b"abc"[..], 3),
-            (Framing::Line, b"a\nb\nc", 4),
-            (Framing::Line, b"abc", 0),
-            (Framing::Ts, &[0u8; 400][..], 376),
-            (Framing::Ts, &[0u8; 100][..], 0),
+        for (f, held, data, want) in [
+            (Framing::Frames, 0, &b"abc"[..], 3),
+            (Framing::Line, 0, b"a\nb\nc", 4),
+            (Framing::Line, 5, b"abc", 0),
+            (Framing::Line, LINE_MAX - 2, b"abc", 3),
+            (Framing::Ts, 0, &[0u8; 400][..], 376),
+            (Framing::Ts, 100, &[0u8; 300][..], 276),
+            (Framing::Ts, 0, &[0u8; 100][..], 0),
+            (Framing::Ts, 187, &[0u8; 1][..], 1),
         ] {
-            assert_eq!(f.ready(buf), want, "{f:?} {buf:?}");
+            assert_eq!(f.cut(held, data), want, "{f:?} {held} {data:?}");
         }
     }
 }

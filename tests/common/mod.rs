@@ -154,6 +154,33 @@ pub fn http_port_in(log: &Path) -> u16 {
     port.unwrap()
 }
 
+/// Sends `raw` (a whole request) to the gateway on `port` and returns the status and the
+/// whole answer; the server closes after it (`Connection: close` in `raw`) or the read
+/// times out after 5 s.
+pub fn http_raw(port: u16, raw: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// `GET path` with extra header lines, through [`http_raw`].
+pub fn http_get(port: u16, path: &str, headers: &str) -> (u16, String) {
+    http_raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n").as_bytes(),
+    )
+}
+
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: plain syscall with integer arguments.
     unsafe { libc::kill(pid as i32, sig) };
