@@ -1,6 +1,7 @@
 //! The statistics a mount exposes as extended attributes (`getfattr -d -m - FILE`): plain
-//! decimal text under `user.streamfs.`. Pure formatting over the core's counters; knows
-//! nothing of FUSE.
+//! decimal text under `user.streamfs.`, rendered from the snapshot of `snapshot.rs` (which
+//! holds the list of fields), and the per-stream settings `setfattr` changes. Knows nothing
+//! of FUSE.
 
 #![forbid(unsafe_code)]
 
