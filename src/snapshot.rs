@@ -330,6 +330,17 @@ mod tests {
     }
 
     #[test]
+    fn policy_names_parse_back_as_options() {
+        use crate::options::{parse_on_writer_close, parse_slow_reader};
+        for p in [SlowReader::Drop, SlowReader::Block, SlowReader::Disconnect] {
+            assert_eq!(parse_slow_reader(slow_reader_name(p)).unwrap(), p);
+        }
+        for p in [OnWriterClose::Keep, OnWriterClose::Eof] {
+            assert_eq!(parse_on_writer_close(on_writer_close_name(p)).unwrap(), p);
+        }
+    }
+
+    #[test]
     fn a_snapshot_holds_every_stream_sorted_and_the_totals() {
         let ns = Namespace::new(Budgets::new(100, 1000));
         let (b, _) = ns.create(b"b", meta()).unwrap();
