@@ -163,10 +163,24 @@ fn the_status_page_shows_readers_rate_ring_fill_and_drops() {
     std::fs::write(m.file(hostile), b"h").unwrap();
     std::fs::write(m.path.join(std::ffi::OsStr::from_bytes(b"raw\xff")), b"r").unwrap();
 
+    // The writer goes on writing while the browser runs, so that cam1's rate (an average over
+    // the last seconds) is not zero however slowly the browser starts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.write(&[b'c'; 1024]);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     // Virtual time: the page's one-second timer fires at once; the dump comes after several
     // refreshes, each waiting for its fetch.
     let url = format!("http://127.0.0.1:{port}/");
     let dom = chromium(dir, &["--virtual-time-budget=3000", "--dump-dom"], &url);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writing.join().unwrap();
     assert!(num(&dom, "<body", "data-refreshes") >= 2, "{dom}");
     assert!(dom.contains("4 streams, updated"), "{dom}");
     let row = |name: &str| format!("data-stream=\"{name}\"");
