@@ -27,7 +27,8 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 /// its bookkeeping, and allocator rounding.
 pub const CHUNK_OVERHEAD: u64 = 64;
 
-/// What one reference to a chunk in a queue costs (the entry and the queue's spare room).
+/// What one run of a reader's queue costs (a reference to its storage, its range and its
+/// count of writes); a queue is charged its capacity in runs.
 pub const ENTRY_COST: u64 = 32;
 
 /// What a stream's own state costs (its lock, counters, name and maps), charged while it
@@ -151,7 +152,7 @@ impl Pool {
     }
 
     /// Charges `n` bytes if that keeps within the limit.
-    fn try_take(&self, n: u64) -> bool {
+    pub(crate) fn try_take(&self, n: u64) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(n) > self.budget {
@@ -295,6 +296,16 @@ impl Chunk {
     pub(crate) fn prepaid(pool: &Arc<Pool>, data: &[u8]) -> Chunk {
         Chunk(Arc::new(ChunkData {
             bytes: data.into(),
+            pool: pool.clone(),
+        }))
+    }
+}
+
+impl Chunk {
+    /// Takes `data` (a sealed block) as a chunk whose cost its owner charged already.
+    pub(crate) fn prepaid_vec(pool: &Arc<Pool>, data: Vec<u8>) -> Chunk {
+        Chunk(Arc::new(ChunkData {
+            bytes: data.into_boxed_slice(),
             pool: pool.clone(),
         }))
     }
