@@ -28,8 +28,8 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 pub const CHUNK_OVERHEAD: u64 = 64;
 
 /// What one run of a reader's queue costs (a reference to its storage, its range and its
-/// count of writes); a queue is charged its capacity in runs.
-pub const ENTRY_COST: u64 = 32;
+/// count of writes: 32 bytes), with its share of the queue's spare room.
+pub const ENTRY_COST: u64 = 64;
 
 /// What a stream's own state costs (its lock, counters, name and maps), charged while it
 /// lives, so that empty streams cannot exhaust memory either.

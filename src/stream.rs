@@ -540,7 +540,7 @@ impl Stream {
             }
             let block = st.policy.slow_reader == SlowReader::Block;
             let len = parts.iter().map(|c| c.len() as u64).sum();
-            if block && (!st.blocked.is_empty() || !st.all_fit(len)) {
+            if block && (!st.blocked.is_empty() || !st.all_fit(len, parts.len())) {
                 let id = st.next_id;
                 st.next_id += 1;
                 // Its queue runs and ring entry are charged now, while the pool can still

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::state::{Deferred, Fate, Parked};
-use super::store::{Store, sync_charge};
+use super::store::{Store, push_bounded, shrink_bounded, sync_charge};
 use super::{Bytes, ReadOutcome, ReaderStats, Wake};
-use crate::memory::Pool;
+use crate::memory::{ENTRY_COST, Pool};
 use crate::sync::Arc;
 
 /// A reader's queue holds at most one live run per this many bytes of its channel budget
@@ -37,13 +37,6 @@ impl Run {
         self.end - self.start
     }
 }
-
-/// What a queue's run costs the pool.
-const RUN_SIZE: u64 = std::mem::size_of::<Run>() as u64;
-
-/// Runs of a queue's capacity that the reader's own cost (`READER_COST`) covers, so that a
-/// reader that keeps up costs nothing more.
-const OWN_RUNS: u64 = 8;
 
 /// A registered reader's state.
 pub(super) struct ReaderState {
@@ -77,7 +70,7 @@ pub(super) struct ReaderState {
     /// Drops not yet reported in a warn line, and when the last line was written.
     pub unreported_drops: u64,
     pub last_drop_report: Option<Instant>,
-    /// Charged for the queue's capacity (`charged` bytes now).
+    /// Charged `ENTRY_COST` per run of `queue` (`charged` bytes now).
     pub pool: Arc<Pool>,
     pub charged: u64,
 }
@@ -98,13 +91,11 @@ impl ReaderState {
         self.queued
     }
 
-    /// Charges the pool what the queue holds now.
+    /// Charges the pool what the queue holds now: `ENTRY_COST` per run, twice a run's 32
+    /// bytes, since its spare capacity is kept within its length (`push_bounded`).
     pub fn sync(&mut self) {
-        sync_charge(
-            &self.pool,
-            &mut self.charged,
-            (self.queue.capacity() as u64).saturating_sub(OWN_RUNS) * RUN_SIZE,
-        );
+        let now = self.queue.len() as u64 * ENTRY_COST;
+        sync_charge(&self.pool, &mut self.charged, now);
     }
 
     fn live_runs(&self) -> usize {
@@ -119,18 +110,18 @@ impl ReaderState {
             })
     }
 
-    /// Whether a write of `len` bytes stored as `runs` fits the budget `channel`: it does
-    /// when its bytes fit and it needs no run past the queue's bound, and always when
-    /// nothing live is queued (so a write larger than the budget still reaches a reader
-    /// that keeps up). `runs` None: as if it needed a run of its own.
-    pub fn fits(&self, len: u64, runs: Option<&[Run]>, channel: u64) -> bool {
+    /// Whether a write of `len` bytes fits the budget `channel`: it does when its bytes
+    /// fit and the runs it needs (`runs`, or at most `pieces` when it is not stored yet)
+    /// keep the queue within its bound, and always when nothing live is queued (so a write
+    /// larger than the budget still reaches a reader that keeps up).
+    pub fn fits(&self, len: u64, runs: Result<&[Run], usize>, channel: u64) -> bool {
         if self.live == 0 {
             return true;
         }
         let new = match runs {
-            Some([one]) if self.merges(one) => 0,
-            Some(runs) => runs.len(),
-            None => 1,
+            Ok([one]) if self.merges(one) => 0,
+            Ok(runs) => runs.len(),
+            Err(pieces) => pieces,
         };
         let max_runs = (channel / CHANNEL_BYTES_PER_RUN).max(MIN_RUNS) as usize;
         self.live + len <= channel && self.live_runs() + new <= max_runs
@@ -145,7 +136,7 @@ impl ReaderState {
             back.end = run.end;
             back.writes += run.writes;
         } else {
-            self.queue.push_back(run);
+            push_bounded(&mut self.queue, run);
         }
     }
 
@@ -177,10 +168,7 @@ impl ReaderState {
             }
         };
         self.delivered += out.len() as u64;
-        if self.queue.is_empty() && self.queue.capacity() > 1024 {
-            // A burst left a large buffer behind; give it back.
-            self.queue.shrink_to(64);
-        }
+        shrink_bounded(&mut self.queue);
         self.sync();
         out
     }
@@ -238,7 +226,7 @@ impl ReaderState {
             .skip(self.replay_left)
             .map(|r| r.len() as u64)
             .sum();
-        self.queue.shrink_to(keep.max(4));
+        shrink_bounded(&mut self.queue);
         self.sync();
         (writes, bytes)
     }

@@ -247,13 +247,13 @@ impl State {
         }
     }
 
-    /// Whether a write of `len` bytes fits every receiving reader (policy `Block`), as if
-    /// it needed a run of its own in each queue.
-    pub fn all_fit(&self, len: u64) -> bool {
+    /// Whether a write of `len` bytes in `pieces` fits every receiving reader (policy
+    /// `Block`), as if it needed a run per piece in each queue: it then fits when applied.
+    pub fn all_fit(&self, len: u64, pieces: usize) -> bool {
         let channel = self.budgets.channel;
         self.readers
             .iter()
-            .all(|r| r.fate != Fate::Open || r.fits(len, None, channel))
+            .all(|r| r.fate != Fate::Open || r.fits(len, Err(pieces), channel))
     }
 
     fn count_rate(&mut self, now: SystemTime, len: u64) {
@@ -357,7 +357,7 @@ impl State {
                 }
                 continue;
             }
-            if r.fits(len, Some(&runs), channel) {
+            if r.fits(len, Ok(&runs), channel) {
                 let was_empty = r.queue.is_empty();
                 for run in &runs {
                     r.push(run.clone());
@@ -408,7 +408,7 @@ impl State {
         while let Some(front) = self.blocked.front() {
             let block = self.policy.slow_reader == SlowReader::Block;
             let len = front.parts.iter().map(|c| c.len() as u64).sum();
-            if block && !self.all_fit(len) {
+            if block && !self.all_fit(len, front.parts.len()) {
                 break;
             }
             let w = self.blocked.pop_front().expect("front exists");

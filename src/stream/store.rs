@@ -93,10 +93,15 @@ pub(super) type Stored = Vec<(Store, usize, usize)>;
 /// the budget's size.
 pub const RING_BYTES_PER_WRITE: u64 = 16;
 
-/// What the ring's index costs per write (its boundary record), reserved with each write.
-pub const RING_ENTRY_COST: u64 = std::mem::size_of::<Bound>() as u64;
-const BOUND_SIZE: u64 = RING_ENTRY_COST;
-const SEG_SIZE: u64 = std::mem::size_of::<Seg>() as u64;
+/// What the ring's index is charged per write (a boundary record of 16 bytes) and per
+/// storage segment (24 bytes): twice their sizes, as the spare capacity of its queues is
+/// kept within their length (see [`push_bounded`]).
+const BOUND_COST: u64 = 32;
+const SEG_COST: u64 = 48;
+
+/// What the ring's index is charged at most per piece of a write: reserved with each
+/// piece, charged under the stream's lock.
+pub const RING_ENTRY_COST: u64 = BOUND_COST + SEG_COST;
 
 impl State {
     /// Bytes of history in the ring: from its oldest write to the end.
@@ -202,24 +207,30 @@ impl State {
         if self.budgets.ring == 0 {
             return;
         }
-        self.bounds.push_back(Bound::new(offset, at, line_start));
+        push_bounded(&mut self.bounds, Bound::new(offset, at, line_start));
+        let mut at = offset;
         for (store, start, end) in stored {
             match (store, self.segs.back_mut()) {
                 (Store::Open, Some(back)) if matches!(back.store, Store::Open) => back.len = *end,
                 (Store::Open, _) => {
                     let base = self.open.as_ref().expect("stored in it").base;
-                    self.segs.push_back(Seg {
+                    let seg = Seg {
                         store: Store::Open,
                         offset: base,
                         len: *end,
-                    })
+                    };
+                    push_bounded(&mut self.segs, seg);
                 }
-                (Store::Sealed(c), _) => self.segs.push_back(Seg {
-                    store: Store::Sealed(c.clone()),
-                    offset: offset + *start as u64,
-                    len: end - start,
-                }),
+                (Store::Sealed(c), _) => {
+                    let seg = Seg {
+                        store: Store::Sealed(c.clone()),
+                        offset: at,
+                        len: end - start,
+                    };
+                    push_bounded(&mut self.segs, seg);
+                }
             }
+            at += (end - start) as u64;
         }
         self.trim_ring();
     }
@@ -258,8 +269,8 @@ impl State {
         {
             self.segs.pop_front();
         }
-        shrink(&mut self.bounds);
-        shrink(&mut self.segs);
+        shrink_bounded(&mut self.bounds);
+        shrink_bounded(&mut self.segs);
         while self.keyframes.front().is_some_and(|k| *k < start) {
             self.keyframes.pop_front();
         }
@@ -274,10 +285,9 @@ impl State {
         self.sync_ring();
     }
 
-    /// Charges the pool what the ring's index holds now (its capacity).
+    /// Charges the pool what the ring's index holds now.
     pub fn sync_ring(&mut self) {
-        let now =
-            self.bounds.capacity() as u64 * BOUND_SIZE + self.segs.capacity() as u64 * SEG_SIZE;
+        let now = self.bounds.len() as u64 * BOUND_COST + self.segs.len() as u64 * SEG_COST;
         sync_charge(&self.pool, &mut self.ring_charged, now);
     }
 
@@ -335,10 +345,25 @@ impl State {
     }
 }
 
-/// Gives back the slots a flood of small writes left behind.
-fn shrink<T>(q: &mut VecDeque<T>) {
-    if q.capacity() > 1024 && q.capacity() > 4 * q.len() {
-        q.shrink_to(2 * q.len());
+/// Slots of an index queue that its owner's own cost covers (`STREAM_COST`,
+/// `READER_COST`): below this many the pool is not charged for spare capacity.
+const OWN_SLOTS: usize = 8;
+
+/// Pushes onto an index queue, growing it by half rather than doubling it, so that its
+/// capacity stays within twice its length (and [`OWN_SLOTS`]): what the pool is charged
+/// per element covers its slot and its share of spare room, and growth never charges a
+/// jump under a lock.
+pub(super) fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
+    if q.len() == q.capacity() {
+        q.reserve_exact((q.len() / 2).max(OWN_SLOTS));
+    }
+    q.push_back(v);
+}
+
+/// Gives back the slots a burst left behind, keeping the bound of [`push_bounded`].
+pub(super) fn shrink_bounded<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > 2 * q.len().max(OWN_SLOTS) {
+        q.shrink_to((q.len() + q.len() / 2).max(OWN_SLOTS));
     }
 }
 
