@@ -3,9 +3,12 @@
 //!
 //! # The contract
 //! Every byte a stream stores (its ring, its readers' queues, writes waiting to be applied)
-//! lives in a [`Chunk`], and every chunk is charged to the namespace's [`Pool`] once, when it
-//! is made, whatever the number of readers that hold it, and refunded when its last holder
-//! lets it go. Queue and ring entries (a reference each) are charged too. The pool's total
+//! lives in a [`Chunk`] or in a stream's open block, and each is charged to the namespace's
+//! [`Pool`] once, when it is made (an open block: as it grows, and only if the pool has room
+//! then; else the write keeps its own chunk), whatever the number of readers that hold it,
+//! and refunded when its last holder lets it go. The ring's index (boundary records and
+//! segments) and the queues' runs are charged too, per element, at twice their size, as
+//! their spare capacity is kept within their length. The pool's total
 //! never passes its budget, fifteen sixteenths of the limit (the rest is the allocator's
 //! slack), when a chunk is made: [`Pool::reserve`] first sheds, in this order,
 //! 1. history: the oldest writes of any stream's ring (oldest first, across streams);

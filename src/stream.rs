@@ -20,19 +20,20 @@
 //! is atomic only up to `PIPE_BUF`).
 //!
 //! ## Replay for late joiners
-//! The stream keeps a ring of its newest whole writes whose total cost is at most the ring
-//! budget; the newest write is kept even when it is larger on its own. A ring budget of 0
-//! disables replay. [`Stream::open_reader`] queues the ring's contents for the new reader
+//! The stream keeps a ring of its newest whole writes whose data bytes total at most the
+//! ring budget, and that count at most one per [`RING_BYTES_PER_WRITE`] bytes of it; the
+//! newest write is kept even when it is larger on its own. A ring budget of 0 disables
+//! replay. [`Stream::open_reader`] queues the ring's contents for the new reader
 //! under the same lock that registers it, so the reader gets the history and then the live
 //! data with no gap and no duplicate. Replayed chunks are not counted against the reader's
 //! channel budget: history is never dropped for being larger than it.
 //!
 //! ## Slow readers and drops
-//! Each reader has a channel budget in bytes. A write is queued for a reader when the
-//! reader's queued live bytes plus the write fit within the budget, or when the reader has
-//! nothing live queued (so a write larger than the budget, up to [`MAX_WRITE`], still
-//! reaches a reader that keeps up). What happens otherwise is the stream's [`SlowReader`]
-//! policy:
+//! Each reader has a channel budget in data bytes. A write is queued for a reader when the
+//! reader's queued live bytes plus the write fit within the budget and its queue stays
+//! within its bound of runs (below), or when the reader has nothing live queued (so a
+//! write larger than the budget, up to [`MAX_WRITE`], still reaches a reader that keeps
+//! up). What happens otherwise is the stream's [`SlowReader`] policy:
 //! - `Drop` (default): the write is dropped for that reader only and counted, per reader and
 //!   per stream. The writer never waits for a reader.
 //! - `Block`: lossless, like a pipe. The write waits (parked, holding no thread) until every
@@ -42,11 +43,28 @@
 //!   and receives and counts nothing more.
 //!
 //! ## Costs and memory
-//! Budgets are in bytes. Each queued or ringed chunk costs its length plus
-//! [`CHUNK_OVERHEAD`], so that a flood of 1-byte writes cannot grow memory past a small
-//! multiple of the budgets. A chunk is stored once and shared by reference between the ring
-//! and every reader's queue, and charged once to the namespace's memory [`Pool`], which
-//! holds the whole daemon within `max_memory` (see `memory.rs` for what is shed first).
+//! Budgets count data bytes: the bytes written, not their bookkeeping. Where a write is
+//! stored is kept apart from where it begins:
+//! - a write shorter than 4 KiB is copied into the stream's open block (up to 16 KiB, then
+//!   sealed into a chunk); a longer one keeps its chunk, which a read of it shares without
+//!   a copy (a read of the open block copies);
+//! - the ring is an index: one 16-byte boundary record per write (offset, arrival time,
+//!   whether a line begins there) and one segment per block or chunk it holds. Keeping at
+//!   most one write per [`RING_BYTES_PER_WRITE`] bytes of budget bounds that index by the
+//!   budget, while writes of 16 bytes or more fill the ring with data;
+//! - a reader's queue is a list of runs (contiguous bytes of one block or chunk, with the
+//!   count of writes that begin in each); the writes it takes one after the other from the
+//!   open block extend one run, so a queue costs per run of writes, not per write. A queue
+//!   holds at most one live run per [`CHANNEL_BYTES_PER_RUN`] bytes of its channel budget
+//!   (and 16 whatever the budget), which only a reader whose writes are cut apart by drops
+//!   meets.
+//!
+//! So a flood of 1-byte writes cannot grow memory past a small multiple of the budgets
+//! (about 3 × the ring plus 3 × the channel budget of each reader). Blocks and chunks are
+//! stored once and shared by reference between the ring and every reader's queue, and
+//! charged once, with every piece of bookkeeping (boundary records, segments, runs), to the
+//! namespace's memory [`Pool`], which holds the whole daemon within `max_memory` (see
+//! `memory.rs` for what is shed first).
 //!
 //! ## Waiting
 //! A read with nothing queued either returns [`ReadOutcome::WouldBlock`] (non-blocking) or
