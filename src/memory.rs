@@ -179,14 +179,16 @@ impl Pool {
         if self.try_take(n) {
             return Ok(());
         }
-        // Another writer may take the room shed for this one before it does: shed again,
-        // a few times, before concluding that nothing can be shed.
+        // Another writer may take the room shed for this one before it does (or find room
+        // another one shed, so that this one sheds nothing): shed again, a few times,
+        // before concluding that nothing can be shed.
         for _ in 0..16 {
-            if self.shed(n) == 0 && !self.fits(n) {
-                break;
-            }
+            let may_help = self.shed(n);
             if self.try_take(n) {
                 return Ok(());
+            }
+            if !may_help {
+                break;
             }
         }
         Err(StreamError::NoMemory)
@@ -203,11 +205,13 @@ impl Pool {
         streams.iter().filter_map(|w| w.upgrade()).collect()
     }
 
-    /// Frees memory until `need` more bytes fit, in the contract's order. Returns the bytes
-    /// freed.
-    fn shed(&self, need: u64) -> u64 {
+    /// Frees memory until `need` more bytes fit, in the contract's order. Returns whether
+    /// trying again may help: something was shed, or the room was there already. (Not the
+    /// bytes it freed: other writers charge and refund meanwhile.)
+    fn shed(&self, need: u64) -> bool {
         let streams = self.live_streams();
         let before = self.used();
+        let mut acted = self.fits(need);
         // 1. History, oldest first across streams: each pass takes the stream whose oldest
         //    ring write is the oldest and trims it up to the next stream's oldest.
         while !self.fits(need) {
@@ -222,7 +226,7 @@ impl Pool {
             fronts.sort_unstable();
             let until = fronts.get(1).map_or(u64::MAX, |f| f.0);
             let s = &streams[fronts[0].1];
-            s.trim_history(until, &|| self.fits(need));
+            acted |= s.trim_history(until, &|| self.fits(need));
         }
         // 2. The readers furthest behind.
         if !self.fits(need) {
@@ -241,6 +245,7 @@ impl Pool {
                     break;
                 }
                 streams[i].shed_reader(id);
+                acted = true;
             }
         }
         let freed = before.saturating_sub(self.used());
@@ -255,7 +260,7 @@ impl Pool {
                 )
             });
         }
-        freed
+        acted
     }
 }
 
