@@ -8,20 +8,21 @@
 //! then; else the write keeps its own chunk), whatever the number of readers that hold it,
 //! and refunded when its last holder lets it go. The ring's index (boundary records and
 //! segments) and the queues' runs are charged too, per element, at twice their size, as
-//! their spare capacity is kept within their length. The pool's total
-//! never passes its budget, fifteen sixteenths of the limit (the rest is the allocator's
-//! slack), when a chunk is made: [`Pool::reserve`] first sheds, in this order,
+//! their spare capacity is kept within their length. The pool's total never passes its
+//! budget, fifteen sixteenths of the limit (the rest is the allocator's slack), when a chunk
+//! is made: [`Pool::reserve`] first sheds, in this order,
 //! 1. history: the oldest writes of any stream's ring (oldest first, across streams);
 //! 2. the readers furthest behind (most bytes queued): their queued writes are dropped and
 //!    counted as dropped (policy `drop`), or they are cut off (policy `disconnect`); readers
 //!    of `block` streams are never shed (their writers wait instead, within their budgets);
 //!
-//! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
-//! never made to wait by the limit. A write's queue and ring entries are charged when it is
-//! applied, under its stream's lock, where nothing can be shed: the total may pass the budget
-//! by the entries of the writes applied since the last reservation (one write, or a unit's
-//! finish too: its pieces reserved when they were appended), and the next reserving write
-//! sheds that back.
+//! each time a little more than asked (1/256 of the budget), so that writers at the limit do
+//! not take each other's room; when that is not enough the write fails
+//! ([`StreamError::NoMemory`]): writers are never made to wait by the limit. A write's queue
+//! and ring entries are charged when it is applied, under its stream's lock, where nothing
+//! can be shed: the total may pass the budget by the entries of the writes applied since the
+//! last reservation (one write, or a unit's finish too: its pieces reserved when they were
+//! appended), and the next reserving write sheds that back.
 
 use crate::stream::{Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -206,12 +207,16 @@ impl Pool {
     }
 
     /// Frees memory until `need` more bytes fit, in the contract's order. Returns whether
-    /// trying again may help: something was shed, or the room was there already. (Not the
-    /// bytes it freed: other writers charge and refund meanwhile.)
+    /// trying again may help: something was shed or is left to shed, or the room is there.
+    /// (Not the bytes it freed: other writers charge and refund meanwhile, and may take the
+    /// room it made, or make the room it then need not.)
     fn shed(&self, need: u64) -> bool {
         let streams = self.live_streams();
         let before = self.used();
-        let mut acted = self.fits(need);
+        let mut acted = false;
+        // A little more than asked (1/256 of the budget), so that concurrent writers at the
+        // limit find room instead of each shedding its own few bytes, which the others take.
+        let need = need.saturating_add(self.budget / 256);
         // 1. History, oldest first across streams: each pass takes the stream whose oldest
         //    ring write is the oldest and trims it up to the next stream's oldest.
         while !self.fits(need) {
@@ -223,10 +228,11 @@ impl Pool {
             if fronts.is_empty() {
                 break;
             }
+            acted = true;
             fronts.sort_unstable();
             let until = fronts.get(1).map_or(u64::MAX, |f| f.0);
             let s = &streams[fronts[0].1];
-            acted |= s.trim_history(until, &|| self.fits(need));
+            s.trim_history(until, &|| self.fits(need));
         }
         // 2. The readers furthest behind.
         if !self.fits(need) {
@@ -240,12 +246,12 @@ impl Pool {
                 })
                 .collect();
             behind.sort_unstable_by(|a, b| b.cmp(a));
+            acted |= !behind.is_empty();
             for (_, i, id) in behind {
                 if self.fits(need) {
                     break;
                 }
                 streams[i].shed_reader(id);
-                acted = true;
             }
         }
         let freed = before.saturating_sub(self.used());
@@ -260,7 +266,7 @@ impl Pool {
                 )
             });
         }
-        acted
+        acted || self.fits(need)
     }
 }
 

@@ -11,17 +11,13 @@ impl Stream {
     }
 
     /// Drops the ring's oldest writes that arrived at or before `until`, until `enough`.
-    /// Returns whether it dropped any.
-    pub(crate) fn trim_history(&self, until: u64, enough: &dyn Fn() -> bool) -> bool {
+    pub(crate) fn trim_history(&self, until: u64, enough: &dyn Fn() -> bool) {
         let mut st = self.lock();
-        let mut any = false;
         while st.bounds.front().is_some_and(|b| b.at() <= until) && !enough() {
             st.pop_ring_write();
             // What the index gives back counts towards `enough` at once.
             st.sync_ring();
-            any = true;
         }
-        any
     }
 
     /// Readers whose queues could be shed, with their queued bytes (none under `Block`).
