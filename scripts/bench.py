@@ -1182,7 +1182,8 @@ def scenario_small():
              f"{mb2(SMALL_CHAN)} (channel)"],
             ["ring data (MiB)", *spread([x["ring"] for x in s], mb2), f"{mb2(SMALL_RING)} (ring)"],
             ["ring boundary records, as charged: 32 B per write (MiB)",
-             *spread([x["ring_book"] for x in s], mb2), f"{mb2(SMALL_RING)} (ring)"],
+             *spread([x["ring_book"] for x in s], mb2),
+             f"{mb2(2 * SMALL_RING)} (2 × ring: at most one write per 16 B of it)"],
             ["writes dropped for the stopped reader (%)", *spread([x["drop"] for x in s]), ""]]
     table(["measure", "min", "median", "max", "budget"], rows, "lrrrl")
     g = max(x["growth"] for x in s)
