@@ -108,6 +108,8 @@ pub struct MountSettings {
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
     pub limits: Limits,
+    /// The HTTP gateway (`http=ADDR`, `http_token=FILE`, ...): see `http/config.rs`.
+    pub http: crate::http::config::HttpOptions,
 }
 
 impl Default for MountSettings {
@@ -127,6 +129,7 @@ impl Default for MountSettings {
                 max_ring_buffer_size: None,
                 max_channel_buffer_size: None,
             },
+            http: crate::http::config::HttpOptions::default(),
         }
     }
 }
@@ -341,6 +344,11 @@ impl MountSettings {
                 self.limits.max_channel_buffer_size =
                     Some(parse_size(v).map_err(|e| size_err(key, v, e))?)
             }
+            (key, Some(v)) if crate::http::config::HttpOptions::KEYS.contains(&key) => {
+                if let Some(r) = self.http.apply(key, v) {
+                    r?
+                }
+            }
             ("allow_other", None) => k.allow_other = true,
             ("allow_root", None) => k.allow_root = true,
             ("default_permissions", None) => k.default_permissions = true,
@@ -365,7 +373,13 @@ impl MountSettings {
                 | "max_streams"
                 | "max_readers"
                 | "max_ring_buffer_size"
-                | "max_channel_buffer_size",
+                | "max_channel_buffer_size"
+                | "http"
+                | "http_token"
+                | "http_read_token"
+                | "http_cors"
+                | "http_api_prefix"
+                | "http_max_connections",
                 None,
             ) => {
                 return Err(err(

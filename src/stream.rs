@@ -343,6 +343,8 @@ pub struct Stream {
     state: Mutex<State>,
     /// The namespace's memory, reader count and parked-operation count.
     pool: Arc<Pool>,
+    /// The media type front doors announce for the stream (`content_type`); opaque here.
+    content_type: Mutex<Option<std::sync::Arc<str>>>,
 }
 
 impl Stream {
@@ -364,6 +366,7 @@ impl Stream {
             id,
             state: Mutex::new(State::new(budgets, policy, meta, pool.clone())),
             pool,
+            content_type: Mutex::new(None),
         });
         s.pool.register_stream(&s);
         s
@@ -700,6 +703,15 @@ impl Stream {
 
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
+    }
+
+    /// The media type set for the stream (`None`: the front door's default).
+    pub fn content_type(&self) -> Option<std::sync::Arc<str>> {
+        self.content_type.lock().clone()
+    }
+
+    pub fn set_content_type(&self, value: Option<&str>) {
+        *self.content_type.lock() = value.map(std::sync::Arc::from);
     }
 
     pub fn is_removed(&self) -> bool {
