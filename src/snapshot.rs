@@ -348,7 +348,7 @@ mod tests {
         let r = a.open_reader("pid 1 (cat)".into()).unwrap();
         let w = a.open_writer();
         w.write(b"hello").unwrap();
-        // Over the channel budget of 100: dropped for the reader that has "hello" queued.
+        // Over the channel budget of 100 bytes: dropped for the reader that has "hello" queued.
         w.write(&[0u8; 200]).unwrap();
         b.open_writer().write(b"xyz").unwrap();
         let snap = Snapshot::of(&ns, "stderr".into());
@@ -361,7 +361,7 @@ mod tests {
         let line = snap.streams[0].readers[0].line();
         assert_eq!(
             line,
-            "pid 1 (cat)\tqueued=69 budget=100 delivered=0 dropped_writes=1 dropped_bytes=200 \
+            "pid 1 (cat)\tqueued=5 budget=100 delivered=0 dropped_writes=1 dropped_bytes=200 \
              start=0"
         );
         // A parked read shows as `waiting` once the queue is read.
