@@ -210,6 +210,12 @@ impl Namespace {
             .collect()
     }
 
+    /// Every live stream with its name, in id order.
+    pub fn entries(&self) -> Vec<(Vec<u8>, Arc<Stream>)> {
+        let inner = self.inner.lock();
+        inner.by_id.values().cloned().collect()
+    }
+
     /// Every live stream.
     pub fn streams(&self) -> Vec<Arc<Stream>> {
         let inner = self.inner.lock();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::control::{get_xattr, list_xattrs, path_error, streamfs_mount};
 use crate::escape::escape_bytes;
+use crate::json::{Json, Obj, typed};
 use crate::size::HumanSize;
 use crate::xattr::PREFIX;
 
@@ -204,128 +205,6 @@ pub fn render_table(status: &Status) -> String {
     out
 }
 
-/// A JSON value, written compactly on one line.
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    /// A number, already in JSON syntax.
-    Num(String),
-    Str(String),
-    Bool(bool),
-    Arr(Vec<Json>),
-    Obj(Obj),
-}
-
-/// A JSON object that keeps its keys in insertion order and never repeats one.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Obj(Vec<(String, Json)>);
-
-impl Obj {
-    /// Adds `key` unless it is there already (the first value of a key wins).
-    fn add(&mut self, key: &str, value: Json) {
-        if !self.0.iter().any(|(k, _)| k == key) {
-            self.0.push((key.to_string(), value));
-        }
-    }
-
-    /// Adds text that may not be UTF-8: as a string (invalid bytes as U+FFFD) and, when it is
-    /// not UTF-8, its exact bytes in hex under `KEY_hex`.
-    fn add_bytes(&mut self, key: &str, bytes: &[u8]) {
-        self.add(key, Json::Str(String::from_utf8_lossy(bytes).into_owned()));
-        if std::str::from_utf8(bytes).is_err() {
-            let hex = bytes.iter().fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            });
-            self.add(&format!("{key}_hex"), Json::Str(hex));
-        }
-    }
-}
-
-impl Json {
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Num(n) => out.push_str(n),
-            Json::Str(s) => write_json_str(out, s),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(Obj(fields)) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_json_str(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-        }
-    }
-}
-
-/// A JSON string. Every control character (C0, DEL, C1) and the line separators U+2028 and
-/// U+2029 are written as `\uXXXX`, so the document holds no byte a terminal acts on and
-/// stays one line.
-fn write_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Attribute text as a JSON value: a number when it is one (integer or decimal), else a
-/// string.
-fn typed(text: &str) -> Json {
-    let t = text.trim();
-    if let Ok(n) = t.parse::<u64>() {
-        return Json::Num(n.to_string());
-    }
-    if let Ok(n) = t.parse::<i64>() {
-        return Json::Num(n.to_string());
-    }
-    let decimal = {
-        let digits = t.strip_prefix('-').unwrap_or(t);
-        match digits.split_once('.') {
-            Some((w, f)) => {
-                !w.is_empty()
-                    && !f.is_empty()
-                    && w.bytes().all(|b| b.is_ascii_digit())
-                    && f.bytes().all(|b| b.is_ascii_digit())
-            }
-            None => !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
-        }
-    };
-    if decimal {
-        if let Ok(f) = t.parse::<f64>() {
-            if f.is_finite() {
-                return Json::Num(f.to_string());
-            }
-        }
-    }
-    Json::Str(t.to_string())
-}
-
 /// The `pid N (COMMAND)` form of a reader label.
 fn pid_and_command(label: &str) -> Option<(u64, &str)> {
     let rest = label.strip_prefix("pid ")?;
@@ -337,50 +216,74 @@ fn pid_and_command(label: &str) -> Option<(u64, &str)> {
     Some((pid, command.strip_suffix(')')?))
 }
 
-/// One reader line (`LABEL\tkey=value ... [flag ...]`) as a JSON object: `label` always,
-/// `pid` and `command` when the label is `pid N (COMMAND)`, every `key=value` field (typed),
-/// and every bare word as `true` (`waiting` and `disconnected` are always present).
-fn reader_json(line: &str) -> Json {
-    let (label, fields) = line.split_once('\t').unwrap_or((line, ""));
+/// A reader as a JSON object: `label` always, `pid` and `command` when the label is
+/// `pid N (COMMAND)`, every field, and every flag as `true` (`waiting` and `disconnected` are
+/// always present). The shape of `reader_list[]` in `status --json` and in the gateway's
+/// listings.
+pub fn reader_object(label: &str, fields: Vec<(String, Json)>, flags: &[&str]) -> Json {
     let mut obj = Obj::default();
     obj.add("label", Json::Str(label.to_string()));
     if let Some((pid, command)) = pid_and_command(label) {
         obj.add("pid", Json::Num(pid.to_string()));
         obj.add("command", Json::Str(command.to_string()));
     }
-    for field in fields.split_whitespace() {
-        match field.split_once('=') {
-            Some((k, v)) if !k.is_empty() => obj.add(k, typed(v)),
-            _ => obj.add(field, Json::Bool(true)),
-        }
+    for (k, v) in fields {
+        obj.add(&k, v);
+    }
+    for f in flags {
+        obj.add(f, Json::Bool(true));
     }
     obj.add("waiting", Json::Bool(false));
     obj.add("disconnected", Json::Bool(false));
     Json::Obj(obj)
 }
 
-fn attrs_json(obj: &mut Obj, attrs: &[(String, String)]) {
-    for (k, v) in attrs {
-        obj.add(k, typed(v));
+/// One reader line (`LABEL\tkey=value ... [flag ...]`) as a JSON object: every `key=value`
+/// field typed, every bare word a flag (see [`reader_object`]).
+fn reader_json(line: &str) -> Json {
+    let (label, rest) = line.split_once('\t').unwrap_or((line, ""));
+    let mut fields = Vec::new();
+    let mut flags = Vec::new();
+    for field in rest.split_whitespace() {
+        match field.split_once('=') {
+            Some((k, v)) if !k.is_empty() => fields.push((k.to_string(), typed(v))),
+            _ => flags.push(field),
+        }
     }
+    reader_object(label, fields, &flags)
+}
+
+/// A stream as a JSON object: `name` (and `name_hex` when it is not UTF-8), its fields, then
+/// `reader_list`. The shape of `streams[]` in `status --json` and of `GET /streams`.
+pub fn stream_object(name: &[u8], fields: Vec<(String, Json)>, readers: Vec<Json>) -> Json {
+    let mut obj = Obj::default();
+    obj.add_bytes("name", name);
+    for (k, v) in fields {
+        obj.add(&k, v);
+    }
+    obj.add("reader_list", Json::Arr(readers));
+    Json::Obj(obj)
+}
+
+fn attrs_json(attrs: &[(String, String)]) -> Vec<(String, Json)> {
+    attrs.iter().map(|(k, v)| (k.clone(), typed(v))).collect()
 }
 
 /// The status as one line of JSON (see the README's "`status --json` schema").
 pub fn render_json(status: &Status) -> String {
     let mut mount = Obj::default();
-    attrs_json(&mut mount, &status.mount);
+    for (k, v) in attrs_json(&status.mount) {
+        mount.add(&k, v);
+    }
     let streams = status
         .streams
         .iter()
         .map(|s| {
-            let mut obj = Obj::default();
-            obj.add_bytes("name", &s.name);
-            attrs_json(&mut obj, &s.attrs);
-            obj.add(
-                "reader_list",
-                Json::Arr(s.reader_lines.iter().map(|l| reader_json(l)).collect()),
-            );
-            Json::Obj(obj)
+            stream_object(
+                &s.name,
+                attrs_json(&s.attrs),
+                s.reader_lines.iter().map(|l| reader_json(l)).collect(),
+            )
         })
         .collect();
     let mut top = Obj::default();
@@ -388,8 +291,7 @@ pub fn render_json(status: &Status) -> String {
     top.add_bytes("mountpoint", status.mountpoint.as_os_str().as_bytes());
     top.add("mount", Json::Obj(mount));
     top.add("streams", Json::Arr(streams));
-    let mut out = String::new();
-    Json::Obj(top).write(&mut out);
+    let mut out = Json::Obj(top).to_text();
     out.push('\n');
     out
 }
@@ -399,22 +301,7 @@ mod tests {
     use super::*;
 
     fn json(v: &Json) -> String {
-        let mut s = String::new();
-        v.write(&mut s);
-        s
-    }
-
-    #[test]
-    fn values_are_typed() {
-        assert_eq!(typed("42"), Json::Num("42".into()));
-        assert_eq!(typed("42\n"), Json::Num("42".into()));
-        assert_eq!(typed("-3"), Json::Num("-3".into()));
-        assert_eq!(typed("1.5"), Json::Num("1.5".into()));
-        assert_eq!(typed("007"), Json::Num("7".into()));
-        assert_eq!(typed("drop"), Json::Str("drop".into()));
-        assert_eq!(typed("1e5"), Json::Str("1e5".into()));
-        assert_eq!(typed("."), Json::Str(".".into()));
-        assert_eq!(typed(""), Json::Str("".into()));
+        v.to_text()
     }
 
     #[test]
@@ -440,20 +327,6 @@ mod tests {
         );
         let r = reader_json("pid 12x (cat)\tqueued=0");
         assert!(!json(&r).contains("\"command\""), "{}", json(&r));
-    }
-
-    #[test]
-    fn json_strings_hold_no_control_characters() {
-        let mut o = Obj::default();
-        o.add_bytes("name", b"a\nb\x1b[2J\xff\xc2\x9b\"\\");
-        o.add("name", Json::Str("dup".into()));
-        let s = json(&Json::Obj(o));
-        assert_eq!(
-            s,
-            "{\"name\":\"a\\nb\\u001b[2J\u{fffd}\\u009b\\\"\\\\\",\
-             \"name_hex\":\"610a621b5b324affc29b225c\"}"
-        );
-        assert!(!s.bytes().any(|b| b < 0x20 || b == 0x7f));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The statistics a mount exposes as extended attributes (`getfattr -d -m - FILE`): plain
-//! decimal text under `user.streamfs.`. Pure formatting over the core's counters; knows
-//! nothing of FUSE.
+//! decimal text under `user.streamfs.`, rendered from the snapshot of `snapshot.rs` (which
+//! holds the list of fields), and the per-stream settings `setfattr` changes. Knows nothing
+//! of FUSE.
 
 #![forbid(unsafe_code)]
 
@@ -8,7 +9,8 @@ use crate::namespace::Namespace;
 use crate::options::{
     OptionError, parse_channel_size, parse_on_writer_close, parse_ring_size, parse_slow_reader,
 };
-use crate::stream::{OnWriterClose, SlowReader, Stream};
+use crate::snapshot::{MountSnapshot, StreamSnapshot};
+use crate::stream::Stream;
 
 /// Prefix of every attribute streamfs answers.
 pub const PREFIX: &str = "user.streamfs.";
@@ -39,72 +41,23 @@ pub fn parse_content_type(value: &str) -> Result<String, OptionError> {
     }
 }
 
-/// A stream's attributes, in a stable order.
+/// A stream's attributes, in a stable order: the snapshot's fields, the number of reader
+/// pages, then the pages.
 pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
-    let s = stream.stats();
-    let mut lines = Vec::new();
-    for (label, r) in stream.reader_stats() {
-        lines.push(format!(
-            // Labels are escaped when made (see `fs::requester_label`): one line each.
-            "{label}\tqueued={} budget={} delivered={} dropped_writes={} dropped_bytes={} start={}{}\n",
-            r.live_cost,
-            s.budgets.channel,
-            r.delivered_bytes,
-            r.dropped_writes,
-            r.dropped_bytes,
-            r.start,
-            if r.disconnected {
-                " disconnected"
-            } else if r.parked_reads > 0 {
-                " waiting"
-            } else {
-                ""
-            }
-        ));
-    }
+    // The name is not an attribute: the file has it.
+    let snap = StreamSnapshot::of(b"", stream);
+    // Labels are escaped when made (see `fuse::requester_label`): one line each.
+    let lines: Vec<String> = snap.readers.iter().map(|r| r.line() + "\n").collect();
     let pages = reader_pages(&lines);
-    [
-        ("bytes_written", s.written_bytes.to_string()),
-        ("writes", s.writes.to_string()),
-        ("readers", s.readers.to_string()),
-        ("writers", s.writers.to_string()),
-        ("ring_bytes", s.ring_bytes.to_string()),
-        ("ring_start", s.ring_start.to_string()),
-        ("dropped_writes", s.dropped_writes.to_string()),
-        ("dropped_bytes", s.dropped_bytes.to_string()),
-        ("channel_buffer_size", s.budgets.channel.to_string()),
-        ("ring_buffer_size", s.budgets.ring.to_string()),
-        (
-            "slow_reader",
-            slow_reader_name(s.policy.slow_reader).to_string(),
-        ),
-        (
-            "on_writer_close",
-            on_writer_close_name(s.policy.on_writer_close).to_string(),
-        ),
-        ("start", s.policy.start.to_string()),
-        ("replay_align", s.policy.align.to_string()),
-        (
-            "ring_buffer_time",
-            s.budgets
-                .ring_time
-                .map_or("unlimited".into(), |d| format!("{}ms", d.as_millis())),
-        ),
-        ("write_rate", s.write_rate.to_string()),
-        ("blocked_writes", s.blocked_writes.to_string()),
-        ("reader_pages", pages.len().max(1).to_string()),
-        ("last_error", stream.last_error().unwrap_or_default()),
-        (
-            "content_type",
-            stream
-                .content_type()
-                .map_or(DEFAULT_CONTENT_TYPE.to_string(), |c| c.to_string()),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("{PREFIX}{k}"), v))
-    .chain(pages_attrs(pages))
-    .collect()
+    snap.fields()
+        .into_iter()
+        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+        .chain([(
+            format!("{PREFIX}reader_pages"),
+            pages.len().max(1).to_string(),
+        )])
+        .chain(pages_attrs(pages))
+        .collect()
 }
 
 /// Most bytes of one `reader_list` page: the kernel refuses attribute values above 64 KiB.
@@ -138,56 +91,12 @@ fn pages_attrs(pages: Vec<String>) -> impl Iterator<Item = (String, String)> {
 /// The root's attributes: totals over live streams, and the daemon's pid (used by
 /// `streamfs stop` to find the daemon through the mount).
 pub fn root_attrs(ns: &Namespace) -> Vec<(String, String)> {
-    let (mut written, mut readers, mut writers, mut drops) = (0u64, 0usize, 0usize, 0u64);
-    let streams = ns.streams();
-    for s in &streams {
-        let st = s.stats();
-        written += st.written_bytes;
-        readers += st.readers;
-        writers += st.writers;
-        drops += st.dropped_writes;
-    }
-    [
-        ("pid", std::process::id().to_string()),
-        ("log", crate::daemon::log_destination().unwrap_or_default()),
-        ("streams", streams.len().to_string()),
-        ("bytes_written", written.to_string()),
-        ("readers", readers.to_string()),
-        ("writers", writers.to_string()),
-        ("dropped_writes", drops.to_string()),
-        ("memory", ns.pool().used().to_string()),
-        ("max_memory", ns.pool().limit().to_string()),
-        ("shed_bytes", ns.pool().shed_bytes().to_string()),
-        ("max_streams", ns.max_streams().to_string()),
-        ("channel_buffer_size", ns.defaults().channel.to_string()),
-        ("ring_buffer_size", ns.defaults().ring.to_string()),
-        (
-            "slow_reader",
-            slow_reader_name(ns.default_policy().slow_reader).to_string(),
-        ),
-        (
-            "on_writer_close",
-            on_writer_close_name(ns.default_policy().on_writer_close).to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("{PREFIX}{k}"), v))
-    .collect()
-}
-
-fn slow_reader_name(p: SlowReader) -> &'static str {
-    match p {
-        SlowReader::Drop => "drop",
-        SlowReader::Block => "block",
-        SlowReader::Disconnect => "disconnect",
-    }
-}
-
-fn on_writer_close_name(p: OnWriterClose) -> &'static str {
-    match p {
-        OnWriterClose::Keep => "keep",
-        OnWriterClose::Eof => "eof",
-    }
+    let log = crate::daemon::log_destination().unwrap_or_default();
+    MountSnapshot::of(ns, log)
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+        .collect()
 }
 
 /// Why a per-stream setting was refused.
