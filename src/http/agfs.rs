@@ -7,11 +7,10 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::body::{Body, ReaderBody};
+use super::body::{Body, ReaderBody, ReqBody};
 use super::server::{Ctx, not_allowed, typed};
 use super::streams::{Framing, label, open, read_headers, stream_error, upload};
 use super::url::{Query, json_string};
@@ -134,7 +133,7 @@ fn listing(ctx: &Ctx) -> String {
 }
 
 /// Routes `/api/v1/...`, every error answered as the original's `{"error": "..."}`.
-pub async fn route(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
     let r = dispatch(req, ctx, remote).await;
     if !(r.status().is_client_error() || r.status().is_server_error()) {
         return r;
@@ -156,7 +155,7 @@ pub async fn route(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Res
     }
 }
 
-async fn dispatch(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let m = req.method().clone();
@@ -232,7 +231,7 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Resp
 
 /// `GET /api/v1/files?path=&stream=true`: the live read (replay, then live data).
 fn read(
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     ctx: &Ctx,
     name: &[u8],
     query: &Query,
@@ -252,7 +251,10 @@ fn read(
         Err(r) => return r,
     };
     let offset = reader.stats().start;
-    let mut r = Response::new(Body::Stream(ReaderBody::new(reader)));
+    let mut r = Response::new(Body::Stream(ReaderBody::with_coalesce(
+        reader,
+        ctx.mount.http.coalesce,
+    )));
     read_headers(&mut r, &stream, offset);
     // The original always answers octet-stream here.
     r.headers_mut().insert(
@@ -263,7 +265,7 @@ fn read(
 }
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
-async fn append(req: Request<Incoming>, ctx: &Ctx, name: &[u8]) -> Response<Body> {
+async fn append(req: Request<ReqBody>, ctx: &Ctx, name: &[u8]) -> Response<Body> {
     match upload(req, ctx, name, Framing::Frames).await {
         Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
         Err(r) => r,
