@@ -18,10 +18,10 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use super::body::{Body, ReqBody};
-use super::server::{Ctx, HEADER_TIMEOUT, MAX_HEAD, handle};
+use super::server::{Ctx, HEADER_TIMEOUT, MAX_HEAD, Open, handle};
 
 /// Most headers a head parsed here may have; one with more goes to hyper, which takes 100.
 const MAX_HEADERS: usize = 48;
@@ -42,40 +42,72 @@ enum Head {
     Gone,
 }
 
+/// What comes after a request's head (and a fixed body) is answered.
+enum Step {
+    /// The next request, on the lean path.
+    Next,
+    /// A live body to send, then `Next` if `keep`.
+    Live {
+        body: Box<Body>,
+        chunked: bool,
+        keep: bool,
+    },
+    /// The rest of the connection is hyper's; the time it has for its first head.
+    Hyper(Duration),
+    /// The connection ends.
+    Close,
+}
+
 /// Serves one connection: lean `GET`s of streams here, as long as its requests are those,
-/// then the rest of it by hyper.
-pub async fn serve(stream: TcpStream, ctx: Arc<Ctx>, remote: SocketAddr) {
+/// then the rest of it by hyper. The task lives as long as a listener does, so what it keeps
+/// across the live phase is only the socket, the body and the leftover bytes: reading a
+/// head and answering it run boxed, and so does hyper.
+pub async fn serve(stream: TcpStream, ctx: Arc<Ctx>, remote: SocketAddr, open: Open) {
+    let _open = open;
     let mut buf = Vec::new();
-    // hyper's own limit on the time to the end of a head, for its first request.
-    let mut timeout = HEADER_TIMEOUT;
     loop {
-        let deadline = Instant::now() + HEADER_TIMEOUT;
-        let (req, len) = match read_head(&stream, &mut buf, deadline).await {
-            Head::Lean(req, len) => (req, len),
-            Head::Hyper => break,
-            Head::TooLarge => {
-                // A slow client does not get a second timeout by it.
-                timeout = deadline.saturating_duration_since(Instant::now());
-                break;
+        match Box::pin(request(&stream, &ctx, remote, &mut buf)).await {
+            Step::Next => {}
+            Step::Live {
+                body,
+                chunked,
+                keep,
+            } => match Live::new(&stream, body, chunked, &mut buf).await {
+                Ok(()) if keep => {}
+                _ => return,
+            },
+            Step::Hyper(timeout) => {
+                let io = Replay {
+                    pre: Bytes::from(buf),
+                    inner: stream,
+                };
+                Box::pin(super::server::serve_hyper(io, ctx, remote, timeout)).await;
+                return;
             }
-            Head::Gone => return,
-        };
-        buf.drain(..len);
-        buf.shrink_to_fit();
-        let keep = keep_alive(&req);
-        let http10 = req.version() == Version::HTTP_10;
-        // Boxed: the handler's state is freed once it answers, not kept in this task.
-        let resp = Box::pin(handle(req, &ctx, remote)).await;
-        match respond(&stream, resp, keep && !http10, http10, &mut buf).await {
-            Ok(true) => continue,
-            _ => return,
+            Step::Close => return,
         }
     }
-    let io = Replay {
-        pre: Bytes::from(buf),
-        inner: stream,
+}
+
+/// Reads a head, answers it and writes the answer's head (and a fixed body).
+async fn request(stream: &TcpStream, ctx: &Ctx, remote: SocketAddr, buf: &mut Vec<u8>) -> Step {
+    let deadline = Instant::now() + HEADER_TIMEOUT;
+    let (req, len) = match read_head(stream, buf, deadline).await {
+        Head::Lean(req, len) => (req, len),
+        Head::Hyper => return Step::Hyper(HEADER_TIMEOUT),
+        // A slow client does not get a second timeout by it.
+        Head::TooLarge => return Step::Hyper(deadline.saturating_duration_since(Instant::now())),
+        Head::Gone => return Step::Close,
     };
-    super::server::serve_hyper(io, ctx, remote, timeout).await;
+    buf.drain(..len);
+    buf.shrink_to_fit();
+    let keep = keep_alive(&req);
+    let http10 = req.version() == Version::HTTP_10;
+    let resp = handle(req, ctx, remote).await;
+    match respond(stream, resp, keep && !http10, http10).await {
+        Ok(step) => step,
+        Err(_) => Step::Close,
+    }
 }
 
 /// Reads until `buf` holds a whole head (some of it may be there already) and tells what it is.
@@ -161,17 +193,13 @@ fn keep_alive(req: &Request<ReqBody>) -> bool {
     })
 }
 
-/// Writes `resp`; `Ok(true)` when the connection may go on with the next request. A live
-/// body is sent chunk by chunk as the core hands them over, each written before the next is
-/// asked for: a client that reads slowly is a slow core reader. The client closing, even
-/// while no data comes, ends it at once (and releases the reader).
+/// Writes `resp`'s head, and its body when it is a fixed one.
 async fn respond(
     stream: &TcpStream,
     resp: Response<Body>,
     keep: bool,
     http10: bool,
-    pipelined: &mut Vec<u8>,
-) -> io::Result<bool> {
+) -> io::Result<Step> {
     let (parts, mut body) = resp.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -210,44 +238,93 @@ async fn respond(
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    if let Some(b) = fixed {
-        write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(&b)]).await?;
-        return Ok(keep);
-    }
-    write_all(stream, &mut [IoSlice::new(&head)]).await?;
-    // Only the body lives as long as the stream does.
-    drop((head, parts));
-    while let Some(data) = next(stream, &mut body, pipelined).await? {
-        if data.is_empty() {
-            continue;
-        }
-        if chunked {
-            let size = format!("{:x}\r\n", data.len());
-            let mut parts = [
-                IoSlice::new(size.as_bytes()),
-                IoSlice::new(&data),
-                IoSlice::new(b"\r\n"),
-            ];
-            write_all(stream, &mut parts).await?;
-        } else {
-            write_all(stream, &mut [IoSlice::new(&data)]).await?;
-        }
-    }
-    if chunked {
-        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
-    }
-    Ok(keep)
+    let fixed = fixed.unwrap_or_default();
+    write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(&fixed)]).await?;
+    Ok(match body {
+        Body::Full(_) if keep => Step::Next,
+        Body::Full(_) => Step::Close,
+        body => Step::Live {
+            body: Box::new(body),
+            chunked,
+            keep,
+        },
+    })
 }
 
-/// The body's next bytes (`None` at its end), watching the socket meanwhile: an error when
-/// the client has closed. Bytes it sends meanwhile are kept in `pipelined`.
-async fn next(
-    stream: &TcpStream,
-    body: &mut Body,
-    pipelined: &mut Vec<u8>,
-) -> io::Result<Option<Bytes>> {
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+/// A live body on its way, sent chunk by chunk as the core hands them over, each written
+/// before the next is asked for: a client that reads slowly is a slow core reader. The
+/// client closing, even while no data comes, ends it at once (and releases the reader).
+/// A listener's task waits in it for as long as it listens: written by hand, it is a third
+/// of what an `async fn` doing the same keeps.
+struct Live<'a> {
+    stream: &'a TcpStream,
+    body: Box<Body>,
+    /// Bytes the client sends meanwhile (a pipelined request), kept for after the body.
+    pipelined: &'a mut Vec<u8>,
+    chunked: bool,
+    /// The piece being written: `head` (a chunk's size line, or the last chunk), the data,
+    /// and the chunk's closing CRLF; `done` bytes of them are out.
+    out: Option<Bytes>,
+    head: [u8; 18],
+    head_len: u8,
+    tail: &'static [u8],
+    done: usize,
+    ended: bool,
+}
+
+impl<'a> Live<'a> {
+    fn new(
+        stream: &'a TcpStream,
+        body: Box<Body>,
+        chunked: bool,
+        pipelined: &'a mut Vec<u8>,
+    ) -> Self {
+        Live {
+            stream,
+            body,
+            pipelined,
+            chunked,
+            out: None,
+            head: [0; 18],
+            head_len: 0,
+            tail: b"",
+            done: 0,
+            ended: false,
+        }
+    }
+
+    /// Writes the piece in `out` until all of it is out.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some(data) = &self.out else {
+                return Poll::Ready(Ok(()));
+            };
+            let total = self.head_len as usize + data.len() + self.tail.len();
+            if self.done >= total {
+                self.out = None;
+                return Poll::Ready(Ok(()));
+            }
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            let mut parts = [
+                IoSlice::new(&self.head[..self.head_len as usize]),
+                IoSlice::new(data),
+                IoSlice::new(self.tail),
+            ];
+            let mut rest = &mut parts[..];
+            IoSlice::advance_slices(&mut rest, self.done);
+            match self.stream.try_write_vectored(rest) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The body's next bytes (`None` at its end), watching the socket meanwhile: an error
+    /// when the client has closed.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut *self.body).poll_frame(cx) {
             let data = frame.and_then(|f| match f {
                 Ok(f) => f.into_data().ok(),
                 Err(never) => match never {},
@@ -255,38 +332,85 @@ async fn next(
             return Poll::Ready(Ok(data));
         }
         loop {
-            match stream.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            if pipelined.len() >= MAX_PIPELINED {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            if self.pipelined.len() >= MAX_PIPELINED {
                 return Poll::Ready(Err(io::ErrorKind::OutOfMemory.into()));
             }
             let mut scratch = [0u8; 512];
-            match stream.try_read(&mut scratch) {
+            match self.stream.try_read(&mut scratch) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
-                Ok(n) => pipelined.extend_from_slice(&scratch[..n]),
+                Ok(n) => self.pipelined.extend_from_slice(&scratch[..n]),
+                // Readiness is cleared: the next poll registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-    })
-    .await
+    }
 }
 
-/// Writes every byte of `parts`, waiting for the socket to take them.
-async fn write_all(stream: &TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !parts.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(parts) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut parts, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+impl std::future::Future for Live<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            std::task::ready!(this.poll_write(cx))?;
+            if this.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let next = std::task::ready!(this.poll_next(cx))?;
+            this.done = 0;
+            match next {
+                Some(data) if data.is_empty() => {}
+                Some(data) if this.chunked => {
+                    this.head_len = chunk_size(&mut this.head, data.len()) as u8;
+                    this.tail = b"\r\n";
+                    this.out = Some(data);
+                }
+                Some(data) => this.out = Some(data),
+                None => {
+                    this.ended = true;
+                    if this.chunked {
+                        this.head[..5].copy_from_slice(b"0\r\n\r\n");
+                        this.head_len = 5;
+                        this.tail = b"";
+                        this.out = Some(Bytes::new());
+                    }
+                }
+            }
         }
     }
-    Ok(())
+}
+
+/// Writes a chunk's size line (`{len:x}\r\n`) into `out`, returning its length.
+fn chunk_size(out: &mut [u8; 18], len: usize) -> usize {
+    let digits = (len.max(1).ilog2() / 4 + 1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// Writes every byte of `parts`, waiting for the socket to take them. Polls readiness
+/// itself: tokio's `writable()` future is 150 bytes that a listener's task would keep.
+async fn write_all(stream: &TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    std::future::poll_fn(|cx| {
+        while !parts.is_empty() {
+            if let Err(e) = std::task::ready!(stream.poll_write_ready(cx)) {
+                return Poll::Ready(Err(e));
+            }
+            match stream.try_write_vectored(parts) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => IoSlice::advance_slices(&mut parts, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
 }
 
 /// The socket with the bytes already read from it in front: what hyper reads first.
@@ -338,5 +462,19 @@ impl AsyncWrite for Replay {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        for len in [1, 9, 15, 16, 4096, 65535, 1 << 20, usize::MAX] {
+            let mut out = [0u8; 18];
+            let n = chunk_size(&mut out, len);
+            assert_eq!(out[..n], *format!("{len:x}\r\n").as_bytes(), "{len}");
+        }
     }
 }

@@ -203,11 +203,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
             .with_interval(Duration::from_secs(10));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _open = Open(ctx.stats.clone());
-            super::lean::serve(stream, ctx, remote).await;
-        });
+        let open = Open(ctx.stats.clone());
+        tokio::spawn(super::lean::serve(stream, ctx.clone(), remote, open));
     }
 }
 
@@ -237,7 +234,7 @@ pub async fn serve_hyper(
 }
 
 /// Counts a connection as open until dropped, however its task ends.
-struct Open(Arc<HttpStats>);
+pub struct Open(Arc<HttpStats>);
 
 impl Drop for Open {
     fn drop(&mut self) {
