@@ -1,8 +1,9 @@
 //! Response bodies: a live stream read from a core [`Reader`] (raw bytes, or Server-Sent
 //! Events of its lines), and small fixed bodies; and the body of a request, hyper's or none
-//! (a request whose head the gateway parsed itself takes no body). The stream's body pulls: hyper polls it only
-//! when its write buffer has room, so a slow client is a slow core reader and the stream's
-//! `slow_reader` policy applies to it. Knows nothing of routes.
+//! (a request whose head the gateway parsed itself takes no body). The stream's body pulls:
+//! its sender (`lean.rs`, or hyper) polls it only once the socket took the previous frame,
+//! so a slow client is a slow core reader and the stream's `slow_reader` policy applies.
+//! Knows nothing of routes.
 
 use std::convert::Infallible;
 use std::pin::Pin;

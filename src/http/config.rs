@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// How long a live read waits, by default, to gather a small write with the next ones
 /// before sending it: the kernel's cost is per send, so a 2 Mbit/s stream sent as 4 KiB
 /// writes costs several times what it costs sent in tens of KiB.
-pub const DEFAULT_COALESCE_MS: u64 = 40;
+pub const DEFAULT_COALESCE_MS: u64 = 60;
 
 /// The longest `http_coalesce` taken: more would be a delay, not a batching.
 pub const MAX_COALESCE_MS: u64 = 1000;
