@@ -31,6 +31,9 @@ const MAX_HEADERS: usize = 48;
 const MAX_PIPELINED: usize = MAX_HEAD;
 
 /// The end of a head read here.
+// Lives only between reading a head and answering it, in a boxed future: its size costs
+// nothing a listener keeps.
+#[allow(clippy::large_enum_variant)]
 enum Head {
     /// A request for the lean path, and the length of its head in the buffer.
     Lean(Request<ReqBody>, usize),
