@@ -125,6 +125,15 @@ struct Cli {
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     ring_buffer_size: Option<String>,
 
+    /// Share the streams with every host mounted on these NATS JetStream servers
+    /// (nats://HOST:PORT, comma-separated); overrides -o backend
+    #[arg(long, value_name = "URLS")]
+    backend: Option<String>,
+
+    /// NATS credentials file for --backend; overrides -o nats_creds
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+
     /// Stay in the foreground, logging to stderr
     #[arg(short = 'f', long)]
     foreground: bool,
@@ -354,6 +363,14 @@ fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
     if let Some(v) = &cli.ring_buffer_size {
         mount.budgets.ring = parse_ring_size(v).map_err(|e| flag_err("--ring-buffer-size", e))?;
     }
+    if let Some(v) = &cli.backend {
+        mount.nats.urls =
+            streamfs::nats::settings::parse_backend(v).map_err(|e| flag_err("--backend", e))?;
+    }
+    if let Some(f) = &cli.nats_creds {
+        mount.nats.creds = Some(f.clone());
+    }
+    mount.nats.check(&mount.policy).map_err(|e| e.to_string())?;
     let (source, mountpoint) = match cli.paths.as_slice() {
         [mp] => (None, mp.clone()),
         [src, mp] => (Some(src.clone()), mp.clone()),

@@ -201,6 +201,9 @@ pub fn render_table(status: &Status) -> String {
             None => out.push('\n'),
         }
     }
+    if let Some(backend) = mount("backend").filter(|b| !b.is_empty()) {
+        let _ = writeln!(out, "backend: {}", printable(&backend));
+    }
     out
 }
 

@@ -101,6 +101,9 @@ pub fn errno(e: StreamError) -> i32 {
         StreamError::NameTooLong => libc::ENAMETOOLONG,
         // A start offset whose bytes left the ring: "result out of range", never a gap.
         StreamError::TooOld => libc::ERANGE,
+        // The engine shared with other hosts did not answer in time: an I/O error.
+        StreamError::Unavailable => libc::EIO,
+        StreamError::Unsupported => libc::EOPNOTSUPP,
     }
 }
 
