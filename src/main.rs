@@ -376,10 +376,10 @@ fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
         [src, mp] => (Some(src.clone()), mp.clone()),
         _ => unreachable!("clap takes one or two paths"),
     };
-    if let Some(src) = source {
-        if mount.fsname == "streamfs" {
-            mount.fsname = src.to_string_lossy().into_owned();
-        }
+    if let Some(src) = source
+        && mount.fsname == "streamfs"
+    {
+        mount.fsname = src.to_string_lossy().into_owned();
     }
     let invalid = |e: io::Error| {
         if control::is_dead_mount_error(&e) {

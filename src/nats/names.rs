@@ -125,7 +125,7 @@ mod tests {
     fn long_names_and_prefixes() {
         assert!(stream_name("p", &[b'a'; 253]).is_some());
         assert!(stream_name("p", &[b'a'; 254]).is_none());
-        assert!(stream_name("p", &[b'.'; 84]).is_none());
+        assert!(stream_name("p", &[b'.'; 85]).is_none());
         for (prefix, ok) in [
             ("streamfs", true),
             ("a-1", true),

@@ -160,8 +160,11 @@ mod tests {
         parse_id(&message_id(key, write, index, parts))
     }
 
-    /// (seq, key, write, index, parts, payload) in, events out.
-    fn run(msgs: &[(u64, &str, u64, u32, u32, &str)]) -> Vec<Event> {
+    /// A message: (seq, key, write, index, parts, payload).
+    type Msg<'a> = (u64, &'a str, u64, u32, u32, &'a str);
+
+    /// Messages in, events out.
+    fn run(msgs: &[Msg]) -> Vec<Event> {
         let mut a = Assembler::default();
         let mut out = Vec::new();
         for &(seq, key, write, index, parts, p) in msgs {
@@ -198,7 +201,7 @@ mod tests {
 
     #[test]
     fn reassembly() {
-        let cases: &[(&str, &[(u64, &str, u64, u32, u32, &str)], Vec<Event>)] = &[
+        let cases: &[(&str, &[Msg], Vec<Event>)] = &[
             (
                 "whole writes in order",
                 &[(1, "a", 1, 0, 1, "x"), (2, "b", 1, 0, 1, "y")],
