@@ -194,10 +194,13 @@ impl Nats {
             if recent(&name) {
                 continue;
             }
-            let same = match (listed.get(&name), self.created.lock().unwrap().get(&name)) {
-                (Some(l), Some(k)) => l.created == k.created,
+            let known = self.created.lock().unwrap().get(&name).map(|i| i.created);
+            let same = match (listed.get(&name), known) {
+                (Some(l), Some(k)) => l.created == k,
                 (Some(_), None) => true,
-                (None, _) => false,
+                // Missing from a listing is not gone: a listing made during an election or
+                // a recovery can leave streams out. Only JetStream's "not found" is.
+                (None, _) => !self.confirmed_gone(&name).await,
             };
             if !same {
                 // Removed elsewhere (or removed and made again: a new stream).
@@ -218,6 +221,18 @@ impl Nats {
             }
         }
         Ok(())
+    }
+
+    /// Whether JetStream says the stream `name` does not exist (not merely no answer).
+    async fn confirmed_gone(&self, name: &[u8]) -> bool {
+        let Some(js_name) = names::stream_name(&self.settings.prefix, name) else {
+            return true;
+        };
+        match self.js.get_stream(js_name).await {
+            Ok(_) => false,
+            Err(e) => matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND),
+        }
     }
 
     fn touch(&self, name: &[u8]) {
@@ -288,6 +303,7 @@ impl crate::engine::Engine for Nats {
         );
         let publisher = publish::StreamPublisher::start(
             &self.rt,
+            self.client.clone(),
             self.js.clone(),
             names::subject(&self.settings.prefix, name),
             key,

@@ -38,6 +38,7 @@ pub struct StreamPublisher {
 impl StreamPublisher {
     pub fn start(
         rt: &tokio::runtime::Handle,
+        client: async_nats::Client,
         js: jetstream::Context,
         subject: String,
         key: String,
@@ -46,7 +47,7 @@ impl StreamPublisher {
     ) -> Arc<StreamPublisher> {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(HashMap::new()));
-        rt.spawn(run(js, subject, key, max_part, rx, pending.clone()));
+        rt.spawn(run(client, js, subject, key, max_part, rx, pending.clone()));
         Arc::new(StreamPublisher {
             tx,
             pending,
@@ -99,6 +100,7 @@ fn split(data: Bytes, max_part: usize) -> Vec<Bytes> {
 }
 
 async fn run(
+    client: async_nats::Client,
     js: jetstream::Context,
     subject: String,
     key: String,
@@ -123,6 +125,7 @@ async fn run(
         let payloads = split(Bytes::from(data), max_part);
         let n = payloads.len() as u32;
         let ok = send_write(
+            &client,
             &js,
             &subject,
             &key,
@@ -149,8 +152,11 @@ async fn run(
 
 /// Sends every part of one write, all at once, then retries each part not acknowledged
 /// until all are or the deadline passes (or the write is cancelled). Returns whether all
-/// were.
+/// were. Nothing is sent while the client is disconnected: the client would keep it and
+/// send it on reconnecting, after the write was answered EIO or EINTR.
+#[allow(clippy::too_many_arguments)]
 async fn send_write(
+    client: &async_nats::Client,
     js: &jetstream::Context,
     subject: &str,
     key: &str,
@@ -162,6 +168,12 @@ async fn send_write(
     let n = payloads.len() as u32;
     let mut left: Vec<u32> = (0..n).collect();
     loop {
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if Instant::now() + RETRY_AFTER >= deadline || !waiting() {
+                return false;
+            }
+            tokio::time::sleep(RETRY_AFTER / 2).await;
+        }
         let mut acks = Vec::with_capacity(left.len());
         for &i in &left {
             let msg = PublishMessage::build()

@@ -191,6 +191,7 @@ impl Cluster {
             let Some(body) = http_get(n.http, "/jsz?streams=true") else {
                 continue;
             };
+            let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
             let at = body.find(&format!("\"name\":\"{js_name}\""))?;
             let rest = &body[at..];
             let l = rest.find("\"leader\":\"")? + "\"leader\":\"".len();
