@@ -269,3 +269,53 @@ fn bad_options_and_an_unreachable_server_stop_before_mounting() {
         assert!(!common::is_mounted(&mnt), "{args:?} mounted");
     }
 }
+
+#[test]
+fn a_host_behind_the_retention_counts_exactly_what_it_lost() {
+    let nats = Cluster::single();
+    let (a, b) = (host(&nats, &[]), host(&nats, &[]));
+    let mut w = open_writer(&a, "far");
+    wait_for("far listed on B", Duration::from_secs(1), || {
+        b.file("far").exists()
+    });
+    let mut rb = Proc::cat(&b.file("far"));
+    wait_readers(&b.file("far"), 1);
+    // B stops reading (its daemon stopped) while A writes well past the retention (16 MiB
+    // for the default 6 MiB ring).
+    common::kill(b.daemon_pid(), libc::SIGSTOP);
+    const N: u32 = 48;
+    let one = record(2, 0, 1 << 20).len();
+    for s in 0..N {
+        w.write_all(&record(2, s, 1 << 20)).unwrap();
+    }
+    common::kill(b.daemon_pid(), libc::SIGCONT);
+    let marker = record(2, N, 10);
+    w.write_all(&marker).unwrap();
+    // B's reader gets whole records in order, up to the marker; what it misses is counted.
+    wait_for("B to apply the marker", LONG, || {
+        let (wr, dr) = (
+            xattr_u64(&b.file("far"), "writes"),
+            xattr_u64(&b.file("far"), "dropped_writes"),
+        );
+        wr + dr == N as u64 + 1
+    });
+    let dropped = xattr_u64(&b.file("far"), "dropped_writes");
+    let dropped_bytes = xattr_u64(&b.file("far"), "dropped_bytes");
+    assert!(
+        dropped > 0,
+        "nothing was lost: the test did not outrun the retention"
+    );
+    eprintln!(
+        "B lost {dropped} of {} writes ({dropped_bytes} bytes)",
+        N + 1
+    );
+    let got_len = (N as usize + 1 - dropped as usize - 1) * one + marker.len();
+    let got = parse(rb.read_at_least(got_len, LONG));
+    assert_eq!(got.last(), Some(&(2, N)));
+    assert!(
+        got.windows(2).all(|p| p[0].1 < p[1].1),
+        "out of order: {got:?}"
+    );
+    assert_eq!(got.len() as u64 + dropped, N as u64 + 1);
+    assert_eq!(dropped_bytes, dropped * one as u64);
+}

@@ -29,15 +29,37 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) {
     let mut asm = Assembler::default();
     let mut events = Vec::new();
+    // Where this host joins: the oldest message retained now (its replay). What is evicted
+    // from here on before the feed has it was lost by this host, and is counted.
     loop {
         match stream.upgrade() {
             Some(s) if !s.is_removed() => {}
             _ => return,
         }
-        let deliver_policy = match asm.next_seq() {
-            // The whole retention first: the ring of a host that joins late.
-            None => DeliverPolicy::All,
-            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        match js.get_stream(&js_name).await {
+            Ok(mut s) => {
+                let st = &s.info().await.map(|i| i.state.clone());
+                if let Ok(st) = st {
+                    let first = if st.messages == 0 {
+                        st.last_sequence + 1
+                    } else {
+                        st.first_sequence.max(1)
+                    };
+                    asm.start_at(first);
+                    break;
+                }
+            }
+            Err(e) => log::debug!("feed of {js_name}: {e}"),
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+    loop {
+        match stream.upgrade() {
+            Some(s) if !s.is_removed() => {}
+            _ => return,
+        }
+        let deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: asm.next_seq(),
         };
         let config = pull::Config {
             deliver_policy,
@@ -47,13 +69,15 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
             num_replicas: 1,
             ..Default::default()
         };
+        log::debug!("feed of {js_name}: consumer from {deliver_policy:?}");
         let consumer: pull::Stream = match js.create_consumer_on_stream(config, &js_name).await {
             Ok(c) => {
+                log::debug!("feed of {js_name}: consumer made");
                 let c: jetstream::consumer::Consumer<pull::Config> = c;
                 match c
                     .stream()
-                    .max_messages_per_batch(1000)
-                    .max_bytes_per_batch(16 << 20)
+                    .max_messages_per_batch(256)
+                    .max_bytes_per_batch(4 << 20)
                     .heartbeat(HEARTBEAT)
                     .expires(HEARTBEAT * 10)
                     .messages()

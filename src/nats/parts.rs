@@ -1,42 +1,58 @@
 //! Writes as JetStream messages: the id each message carries, and the reassembly of writes
-//! split into parts, from messages in stream-sequence order. Knows nothing of connections
-//! or the core.
+//! split into parts, from messages in stream-sequence order, with an exact count of the
+//! writes (and bytes) a host lost. Knows nothing of connections or the core.
 //!
-//! Every message carries `Nats-Msg-Id: K:W:I:N`: K the publishing host's key for the stream
-//! (one publisher per stream per host, so K's writes never interleave with each other), W
-//! the write's number under K, I the part's index and N the number of parts. The id also
-//! makes the server drop a part published twice by a retry (its duplicate window). Parts of
-//! different hosts' writes may interleave in the stream; a write takes its place in the
-//! order at its last part, on every host alike, and reaches readers only whole.
+//! Every message carries `Nats-Msg-Id: K:W:B:I:N`: K the publishing host's key for the
+//! stream (one publisher per stream per host, so K's writes never interleave with each
+//! other), W the write's number under K (from 1, counting only writes of which something
+//! was sent), B the bytes of K's earlier such writes, I the part's index and N the number
+//! of parts. The id also makes the server drop a part published twice by a retry (its
+//! duplicate window). Parts of different hosts' writes may interleave in the stream; a write
+//! takes its place in the order at its last part, on every host alike, and reaches readers
+//! only whole. When K's next write arrives, the writes of K that never became whole here
+//! (evicted before this host read them, or a part lost) are counted from W and B.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bytes::Bytes;
-
-/// The id of part `index` of `parts` of write `write` under key `key`.
-pub fn message_id(key: &str, write: u64, index: u32, parts: u32) -> String {
-    format!("{key}:{write}:{index}:{parts}")
-}
 
 /// What a message id says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartId {
     pub key: String,
     pub write: u64,
+    /// Bytes of the key's earlier writes.
+    pub before: u64,
     pub index: u32,
     pub parts: u32,
 }
 
-/// Reads a message id; `None` for one not made by [`message_id`].
+impl PartId {
+    /// The message id, as sent.
+    pub fn text(&self) -> String {
+        let PartId {
+            key,
+            write,
+            before,
+            index,
+            parts,
+        } = self;
+        format!("{key}:{write}:{before}:{index}:{parts}")
+    }
+}
+
+/// Reads a message id; `None` for one not made by [`PartId::text`].
 pub fn parse_id(id: &str) -> Option<PartId> {
-    let mut it = id.rsplitn(4, ':');
+    let mut it = id.rsplitn(5, ':');
     let parts: u32 = it.next()?.parse().ok()?;
     let index: u32 = it.next()?.parse().ok()?;
+    let before: u64 = it.next()?.parse().ok()?;
     let write: u64 = it.next()?.parse().ok()?;
     let key = it.next()?.to_string();
-    (parts > 0 && index < parts).then_some(PartId {
+    (parts > 0 && index < parts && write > 0).then_some(PartId {
         key,
         write,
+        before,
         index,
         parts,
     })
@@ -47,9 +63,17 @@ pub fn parse_id(id: &str) -> Option<PartId> {
 pub enum Event {
     /// A whole write: its parts' payloads, in order.
     Write(Vec<Bytes>),
-    /// Writes this host lost (messages its feed never received, or a write missing a
-    /// part), and the bytes of them it knows of.
+    /// Writes this host lost, and their bytes.
     Lost { writes: u64, bytes: u64 },
+}
+
+/// What is known of one key's writes.
+struct Key {
+    /// The write expected next, and the bytes of the key's writes before it.
+    next: u64,
+    next_before: u64,
+    /// The write being reassembled, when its parts are not all here.
+    open: Option<Open>,
 }
 
 struct Open {
@@ -61,26 +85,28 @@ struct Open {
     uncounted: bool,
 }
 
-impl Open {
-    fn bytes(&self) -> u64 {
-        self.got.iter().flatten().map(|b| b.len() as u64).sum()
-    }
-}
-
 /// Reassembles writes from one stream's messages.
 #[derive(Default)]
 pub struct Assembler {
     /// The sequence expected next; `None` before the first message.
     next_seq: Option<u64>,
-    open: HashMap<String, Open>,
-    /// Keys seen since the feed began.
-    seen: HashSet<String>,
+    keys: HashMap<String, Key>,
+    /// Whether messages were missed since the feed began: a key first seen after that may
+    /// have lost writes, one first seen before wrote its earlier writes before this host
+    /// joined.
+    gapped: bool,
 }
 
 impl Assembler {
-    /// The sequence expected next, where a new feed resumes.
-    pub fn next_seq(&self) -> Option<u64> {
-        self.next_seq
+    /// The sequence expected next, where a new feed resumes (1 before any).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.unwrap_or(1)
+    }
+
+    /// Begins at sequence `seq`, the oldest retained when the host joined: missing it or
+    /// any after it is a loss.
+    pub fn start_at(&mut self, seq: u64) {
+        self.next_seq = Some(seq);
     }
 
     /// Takes message `seq` (id `id`, when it had one) and adds what it completes to `out`.
@@ -92,62 +118,80 @@ impl Assembler {
                 // Delivered again after a feed was recreated: already taken.
                 return;
             }
-            if seq > next {
-                // Messages this host never got: each was (part of) a write, and every
-                // write still open may have had a part among them.
-                let open: Vec<Open> = self.open.drain().map(|(_, o)| o).collect();
-                out.push(Event::Lost {
-                    writes: seq - next + open.iter().filter(|o| !o.uncounted).count() as u64,
-                    bytes: open.iter().map(Open::bytes).sum(),
-                });
-            }
+            // Messages this host never got: counted per key when its next write comes.
+            self.gapped |= seq > next;
         }
         self.next_seq = Some(seq + 1);
-        let id = match id {
-            Some(id) if id.parts > 1 => id,
-            whole => {
-                if let Some(id) = whole {
-                    self.abandon(&id.key, out);
-                    self.seen.insert(id.key);
-                }
-                out.push(Event::Write(vec![payload]));
-                return;
-            }
-        };
-        let first_seen = self.seen.insert(id.key.clone());
-        if self.open.get(&id.key).is_none_or(|o| o.write != id.write) {
-            self.abandon(&id.key, out);
-            self.open.insert(
-                id.key.clone(),
-                Open {
-                    write: id.write,
-                    got: vec![None; id.parts as usize],
-                    have: 0,
-                    uncounted: first_seen && id.index != 0,
-                },
-            );
-        }
-        let o = self.open.get_mut(&id.key).expect("just made");
-        let Some(slot) = o.got.get_mut(id.index as usize) else {
+        let Some(id) = id else {
+            // Not one of ours (a plain publisher on the subject): a whole write.
+            out.push(Event::Write(vec![payload]));
             return;
         };
-        if slot.is_none() {
-            *slot = Some(payload);
-            o.have += 1;
+        let gapped = self.gapped;
+        let is_new = !self.keys.contains_key(&id.key);
+        let key = self.keys.entry(id.key.clone()).or_insert_with(|| {
+            if gapped && (id.write > 1 || id.before > 0) {
+                out.push(Event::Lost {
+                    writes: id.write - 1,
+                    bytes: id.before,
+                });
+            }
+            Key {
+                next: id.write,
+                next_before: id.before,
+                open: None,
+            }
+        });
+        if key
+            .open
+            .as_ref()
+            .is_some_and(|o| o.uncounted && o.write < id.write)
+        {
+            // The tail this host joined in the middle of is over: start from here.
+            key.open = None;
+            key.next = id.write;
+            key.next_before = id.before;
         }
-        if o.have == o.got.len() {
-            let o = self.open.remove(&id.key).expect("just found");
-            out.push(Event::Write(o.got.into_iter().flatten().collect()));
+        if id.write < key.next {
+            return;
         }
-    }
-
-    /// A write of `key` left open (its publisher gave up on the rest) is lost.
-    fn abandon(&mut self, key: &str, out: &mut Vec<Event>) {
-        if let Some(o) = self.open.remove(key).filter(|o| !o.uncounted) {
+        if id.write > key.next {
             out.push(Event::Lost {
-                writes: 1,
-                bytes: o.bytes(),
+                writes: id.write - key.next,
+                bytes: id.before.saturating_sub(key.next_before),
             });
+            key.open = None;
+            key.next = id.write;
+            key.next_before = id.before;
+        }
+        let len = payload.len() as u64;
+        if id.parts == 1 {
+            key.open = None;
+            key.next = id.write + 1;
+            key.next_before = id.before + len;
+            out.push(Event::Write(vec![payload]));
+            return;
+        }
+        let open = key.open.get_or_insert_with(|| Open {
+            write: id.write,
+            got: vec![None; id.parts as usize],
+            have: 0,
+            // A key's first message, at the start, not a head: the head was before this
+            // host joined.
+            uncounted: is_new && !gapped && id.index != 0,
+        });
+        if let Some(slot) = open.got.get_mut(id.index as usize)
+            && slot.is_none()
+        {
+            *slot = Some(payload);
+            open.have += 1;
+        }
+        if open.have == open.got.len() {
+            let o = key.open.take().expect("just filled");
+            let parts: Vec<Bytes> = o.got.into_iter().flatten().collect();
+            key.next = id.write + 1;
+            key.next_before = id.before + parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            out.push(Event::Write(parts));
         }
     }
 }
@@ -156,20 +200,23 @@ impl Assembler {
 mod tests {
     use super::*;
 
-    fn id(key: &str, write: u64, index: u32, parts: u32) -> Option<PartId> {
-        parse_id(&message_id(key, write, index, parts))
-    }
-
-    /// A message: (seq, key, write, index, parts, payload).
-    type Msg<'a> = (u64, &'a str, u64, u32, u32, &'a str);
+    /// A message: (seq, key, write, bytes before, index, parts, payload).
+    type Msg<'a> = (u64, &'a str, u64, u64, u32, u32, &'a str);
 
     /// Messages in, events out.
     fn run(msgs: &[Msg]) -> Vec<Event> {
         let mut a = Assembler::default();
         let mut out = Vec::new();
-        for &(seq, key, write, index, parts, p) in msgs {
+        for &(seq, key, write, before, index, parts, p) in msgs {
+            let id = PartId {
+                key: key.into(),
+                write,
+                before,
+                index,
+                parts,
+            };
             let b = Bytes::copy_from_slice(p.as_bytes());
-            a.push(seq, id(key, write, index, parts), b, &mut out);
+            a.push(seq, parse_id(&id.text()), b, &mut out);
         }
         out
     }
@@ -189,12 +236,22 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        let i = parse_id(&message_id("h:1", 7, 2, 3)).unwrap();
-        assert_eq!(
-            (i.key.as_str(), i.write, i.index, i.parts),
-            ("h:1", 7, 2, 3)
-        );
-        for bad in ["", "a:1:2", "a:1:3:3", "a:x:0:1", "a:1:0:0"] {
+        let id = PartId {
+            key: "h:1".into(),
+            write: 7,
+            before: 99,
+            index: 2,
+            parts: 3,
+        };
+        assert_eq!(parse_id(&id.text()), Some(id));
+        for bad in [
+            "",
+            "a:1:0:2",
+            "a:1:0:3:3",
+            "a:x:0:0:1",
+            "a:1:0:0:0",
+            "a:0:0:0:1",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
     }
@@ -204,57 +261,64 @@ mod tests {
         let cases: &[(&str, &[Msg], Vec<Event>)] = &[
             (
                 "whole writes in order",
-                &[(1, "a", 1, 0, 1, "x"), (2, "b", 1, 0, 1, "y")],
+                &[(1, "a", 1, 0, 0, 1, "x"), (2, "b", 1, 0, 0, 1, "y")],
                 vec![w(&["x"]), w(&["y"])],
             ),
             (
                 "interleaved parts: each write whole, at its last part",
                 &[
-                    (1, "a", 1, 0, 2, "a0"),
-                    (2, "b", 1, 0, 2, "b0"),
-                    (3, "b", 1, 1, 2, "b1"),
-                    (4, "a", 1, 1, 2, "a1"),
+                    (1, "a", 1, 0, 0, 2, "a0"),
+                    (2, "b", 1, 0, 0, 2, "b0"),
+                    (3, "b", 1, 0, 1, 2, "b1"),
+                    (4, "a", 1, 0, 1, 2, "a1"),
                 ],
                 vec![w(&["b0", "b1"]), w(&["a0", "a1"])],
             ),
             (
                 "a redelivered message is taken once",
                 &[
-                    (1, "a", 1, 0, 1, "x"),
-                    (1, "a", 1, 0, 1, "x"),
-                    (2, "a", 2, 0, 1, "y"),
+                    (1, "a", 1, 0, 0, 1, "x"),
+                    (1, "a", 1, 0, 0, 1, "x"),
+                    (2, "a", 2, 1, 0, 1, "y"),
                 ],
                 vec![w(&["x"]), w(&["y"])],
             ),
             (
-                "a gap is lost, with the open write it may have cut",
-                &[(1, "a", 1, 0, 2, "a0"), (5, "b", 1, 0, 1, "y")],
-                vec![lost(4, 2), w(&["y"])],
+                "a gap counts exactly the writes of each key it held, at the key's next write",
+                &[
+                    (1, "a", 1, 0, 0, 2, "a0"),
+                    (2, "b", 1, 0, 0, 1, "b"),
+                    // seq 3-9 lost: a's write 1 (its part 1), writes 2 and 3 (9 bytes in
+                    // all), b's write 2 (4 bytes).
+                    (10, "b", 3, 5, 0, 1, "y"),
+                    (11, "a", 4, 13, 0, 1, "z"),
+                ],
+                vec![w(&["b"]), lost(1, 4), w(&["y"]), lost(3, 13), w(&["z"])],
+            ),
+            (
+                "a key first seen after a gap lost its earlier writes",
+                &[(1, "a", 1, 0, 0, 1, "x"), (5, "c", 3, 20, 0, 1, "y")],
+                vec![w(&["x"]), lost(2, 20), w(&["y"])],
+            ),
+            (
+                "a key first seen at the start wrote its earlier writes before this host joined",
+                &[(7, "c", 3, 20, 0, 1, "y")],
+                vec![w(&["y"])],
             ),
             (
                 "a write whose publisher gave up is lost at the key's next write",
-                &[(1, "a", 1, 0, 3, "a0"), (2, "a", 2, 0, 1, "z")],
-                vec![lost(1, 2), w(&["z"])],
+                &[(1, "a", 1, 0, 0, 3, "a0"), (2, "a", 2, 6, 0, 1, "z")],
+                vec![lost(1, 6), w(&["z"])],
             ),
             (
                 "a tail whose head came before this host joined is skipped, not lost",
-                &[(7, "a", 1, 1, 2, "a1"), (8, "a", 2, 0, 1, "z")],
+                &[(7, "a", 1, 0, 1, 2, "a1"), (8, "a", 2, 4, 0, 1, "z")],
                 vec![w(&["z"])],
             ),
             (
                 "parts out of order within a write (a retried part) still make it whole",
-                &[(7, "a", 1, 1, 2, "a1"), (8, "a", 1, 0, 2, "a0")],
+                &[(7, "a", 1, 0, 1, 2, "a1"), (8, "a", 1, 0, 0, 2, "a0")],
                 vec![w(&["a0", "a1"])],
-            ),
-            (
-                "a known key's tail without its head is lost once, at its next write",
-                &[
-                    (1, "a", 1, 0, 1, "x"),
-                    (2, "a", 2, 1, 3, "p1"),
-                    (3, "a", 2, 2, 3, "p2"),
-                    (4, "a", 3, 0, 1, "z"),
-                ],
-                vec![w(&["x"]), lost(1, 4), w(&["z"])],
             ),
         ];
         for (name, msgs, want) in cases {

@@ -13,9 +13,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::parts::message_id;
+use super::parts::PartId;
 use crate::memory::Chunk;
 use crate::stream::{StreamError, WriteDone};
+
+/// How long one try waits for its acknowledgement (normally a millisecond away): an ack lost
+/// with a dead server is retried after this, not after the client's 5 s request timeout.
+const ACK_TRY: Duration = Duration::from_secs(1);
 
 /// Wait between two tries of a part the cluster did not take (no leader, disconnected).
 const RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -108,33 +112,44 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     pending: Arc<Mutex<HashMap<u64, WriteDone>>>,
 ) {
-    let mut write_no = 0u64;
+    // Counted only for writes of which something was sent (see `parts.rs`).
+    let (mut write_no, mut before) = (0u64, 0u64);
     while let Some(job) = rx.recv().await {
         let waiting = || pending.lock().unwrap().contains_key(&job.id);
         if !waiting() {
             // Cancelled before anything of it was sent.
             continue;
         }
-        write_no += 1;
         // One copy, into the buffer the client sends from.
         let mut data = Vec::with_capacity(job.parts.iter().map(|c| c.len()).sum());
         for c in &job.parts {
             data.extend_from_slice(c);
         }
         drop(job.parts);
+        let len = data.len() as u64;
         let payloads = split(Bytes::from(data), max_part);
         let n = payloads.len() as u32;
-        let ok = send_write(
+        let id = PartId {
+            key: key.clone(),
+            write: write_no + 1,
+            before,
+            index: 0,
+            parts: n,
+        };
+        let (ok, sent) = send_write(
             &client,
             &js,
             &subject,
-            &key,
-            write_no,
+            id,
             &payloads,
             job.deadline,
             &waiting,
         )
         .await;
+        if sent {
+            write_no += 1;
+            before += len;
+        }
         let answer = if ok {
             Ok(())
         } else {
@@ -153,39 +168,47 @@ async fn run(
 /// Sends every part of one write, all at once, then retries each part not acknowledged
 /// until all are or the deadline passes (or the write is cancelled). Returns whether all
 /// were. Nothing is sent while the client is disconnected: the client would keep it and
-/// send it on reconnecting, after the write was answered EIO or EINTR.
-#[allow(clippy::too_many_arguments)]
+/// send it on reconnecting, after the write was answered EIO or EINTR. Also returns
+/// whether anything was sent.
 async fn send_write(
     client: &async_nats::Client,
     js: &jetstream::Context,
     subject: &str,
-    key: &str,
-    write_no: u64,
+    id: PartId,
     payloads: &[Bytes],
     deadline: Instant,
     waiting: &impl Fn() -> bool,
-) -> bool {
+) -> (bool, bool) {
     let n = payloads.len() as u32;
     let mut left: Vec<u32> = (0..n).collect();
+    let mut sent_any = false;
     loop {
         while client.connection_state() != async_nats::connection::State::Connected {
             if Instant::now() + RETRY_AFTER >= deadline || !waiting() {
-                return false;
+                return (false, sent_any);
             }
             tokio::time::sleep(RETRY_AFTER / 2).await;
         }
         let mut acks = Vec::with_capacity(left.len());
+        sent_any = true;
         for &i in &left {
+            let part = PartId {
+                index: i,
+                ..id.clone()
+            };
             let msg = PublishMessage::build()
                 .payload(payloads[i as usize].clone())
-                .message_id(message_id(key, write_no, i, n));
+                .message_id(part.text());
             let sent = tokio::time::timeout_at(deadline, js.send_publish(subject.to_string(), msg));
             acks.push((i, sent.await));
         }
         let mut failed = Vec::new();
         for (i, sent) in acks {
             let acked = match sent {
-                Ok(Ok(ack)) => matches!(tokio::time::timeout_at(deadline, ack).await, Ok(Ok(_))),
+                Ok(Ok(ack)) => {
+                    let until = deadline.min(Instant::now() + ACK_TRY);
+                    matches!(tokio::time::timeout_at(until, ack).await, Ok(Ok(_)))
+                }
                 _ => false,
             };
             if !acked {
@@ -193,10 +216,10 @@ async fn send_write(
             }
         }
         if failed.is_empty() {
-            return true;
+            return (true, true);
         }
         if Instant::now() + RETRY_AFTER >= deadline || !waiting() {
-            return false;
+            return (false, true);
         }
         tokio::time::sleep(RETRY_AFTER).await;
         left = failed;
