@@ -33,7 +33,9 @@ QUICK = MODE == "quick"
 REPS_GIVEN = int(os.environ.get("SFS_REPS") or 0)
 REPS = REPS_GIVEN or (3 if QUICK else 5)
 SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "late", "hostile", "waiting", "start"]
-ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or SCENARIOS
+ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or list(SCENARIOS)
+# Run only when asked for: it needs nats-server (scripts/test installs it).
+SCENARIOS.append("nats")
 LATENCY = os.path.join(os.path.dirname(NULLFS), "latency")  # cargo example, beside nullfs
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -2050,6 +2052,15 @@ def noise_report(c0, own0, wall):
     if MODE != "soak":
         out("Ratios pair runs made seconds apart, in an order rotated every round; wide ranges "
             "mean the machine was busy.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams on NATS JetStream (scripts/bench_nats.py; only with --only nats).
+
+def scenario_nats():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_nats
+    bench_nats.run(sys.modules[__name__])
 
 
 def goals_table():

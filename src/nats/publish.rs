@@ -120,14 +120,19 @@ async fn run(
             // Cancelled before anything of it was sent.
             continue;
         }
-        // One copy, into the buffer the client sends from.
-        let mut data = Vec::with_capacity(job.parts.iter().map(|c| c.len()).sum());
-        for c in &job.parts {
-            data.extend_from_slice(c);
-        }
-        drop(job.parts);
+        // The common write of one piece is sent from its chunk as it is; the pieces of a
+        // longer write() are joined first (one copy).
+        let data = if job.parts.len() == 1 {
+            Bytes::from_owner(job.parts.into_iter().next().expect("one part"))
+        } else {
+            let mut data = Vec::with_capacity(job.parts.iter().map(|c| c.len()).sum());
+            for c in &job.parts {
+                data.extend_from_slice(c);
+            }
+            Bytes::from(data)
+        };
         let len = data.len() as u64;
-        let payloads = split(Bytes::from(data), max_part);
+        let payloads = split(data, max_part);
         let n = payloads.len() as u32;
         let id = PartId {
             key: key.clone(),
