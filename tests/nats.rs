@@ -128,6 +128,9 @@ fn late_joiners_on_any_host_get_the_replay() {
         xattr_u64(&c.file("late"), "bytes_written") == total as u64
     });
     let mut rc = Proc::cat(&c.file("late"));
+    // A start position is the local ring's: `@live` skips the replay on any host.
+    let mut live = Proc::cat(&c.file("late@live"));
+    wait_readers(&c.file("late"), 2);
     let want: Vec<(u32, u32)> = (0..20).map(|i| (1, i)).collect();
     assert_eq!(parse(rb.read_at_least(total, LONG)), want);
     assert_eq!(parse(rc.read_at_least(total, LONG)), want);
@@ -137,6 +140,7 @@ fn late_joiners_on_any_host_get_the_replay() {
     let mut more = want.clone();
     more.push((1, 20));
     assert_eq!(parse(rc.read_at_least(total + r.len(), LONG)), more);
+    assert_eq!(parse(live.read_at_least(r.len(), LONG)), vec![(1, 20)]);
 }
 
 #[test]

@@ -98,9 +98,6 @@ impl Nats {
                 .await
                 .map_err(|e| e.to_string())?;
             let js = jetstream::new(client.clone());
-            js.query_account()
-                .await
-                .map_err(|e| format!("JetStream is not enabled there ({e})"))?;
             Ok::<_, String>((client, js))
         })
         .unwrap_or_else(|| Err("no answer in time".into()));
@@ -131,7 +128,7 @@ impl Nats {
             async move { first.sync().await },
         )
         .unwrap_or_else(|| Err("no answer in time".into()))
-        .map_err(|e| format!("cannot list the streams at {urls}: {e}"))?;
+        .map_err(|e| format!("no JetStream at {urls} (is it enabled? nats-server -js): {e}"))?;
         let looped = Arc::downgrade(&nats);
         nats.rt.spawn(async move {
             loop {
