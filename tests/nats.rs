@@ -146,7 +146,12 @@ fn late_joiners_on_any_host_get_the_replay() {
 #[test]
 fn the_namespace_sizes_and_removal_hold_across_hosts() {
     let nats = Cluster::single();
-    let (a, b) = (host(&nats, &[]), host(&nats, &[]));
+    // A's streams also get a max_age (ring_buffer_time), under which JetStream's duplicate
+    // window must fit.
+    let (a, b) = (
+        host(&nats, &["-o", "ring_buffer_time=30s"]),
+        host(&nats, &[]),
+    );
     // Names JetStream could not take as they are map reversibly.
     for name in ["cam", "a.b c", "x_y*z>"] {
         drop(open_writer(&a, name));
@@ -244,6 +249,16 @@ fn bad_options_and_an_unreachable_server_stop_before_mounting() {
             &["--backend", "nats://h:1", "-o", "on_writer_close=eof"],
             2,
             "invalid on_writer_close 'eof'",
+        ),
+        (
+            &[
+                "--backend",
+                "nats://h:1",
+                "--nats-creds",
+                "/nonexistent/x.creds",
+            ],
+            2,
+            "invalid nats_creds '/nonexistent/x.creds': cannot read it",
         ),
         (
             &["--backend", &dead],

@@ -32,6 +32,10 @@ use crate::stream::{Meta, Stream, StreamError};
 /// must still find the writes it has not read yet.
 const MIN_RETENTION: u64 = 16 << 20;
 
+/// How long JetStream remembers message ids to drop a part a retry published twice: longer
+/// than any retry goes on (`nats_timeout`).
+const DEDUP_WINDOW: Duration = Duration::from_secs(120);
+
 /// How often the listing loop looks for streams created or removed elsewhere.
 const LIST_EVERY: Duration = Duration::from_millis(250);
 
@@ -160,7 +164,8 @@ impl Nats {
                 jetstream::stream::StorageType::Memory
             },
             num_replicas: self.settings.replicas,
-            duplicate_window: Duration::from_secs(120),
+            // JetStream refuses a duplicate window longer than max_age.
+            duplicate_window: self.ring_time.map_or(DEDUP_WINDOW, |t| t.min(DEDUP_WINDOW)),
             ..Default::default()
         })
     }
@@ -169,6 +174,11 @@ impl Nats {
     async fn sync(self: &Arc<Self>) -> Result<(), String> {
         use futures_util::StreamExt;
         let began = Instant::now();
+        // Only changes newer than a listing matter; older ones are forgotten.
+        self.changed
+            .lock()
+            .unwrap()
+            .retain(|_, t| began.duration_since(*t) < Duration::from_secs(60));
         let Some(ns) = self.ns.upgrade() else {
             return Ok(());
         };

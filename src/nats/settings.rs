@@ -128,6 +128,15 @@ impl Settings {
             }
             return Ok(());
         }
+        if let Some(creds) = &self.creds
+            && let Err(e) = std::fs::File::open(creds)
+        {
+            return Err(OptionError {
+                option: "nats_creds".into(),
+                value: creds.display().to_string(),
+                reason: format!("cannot read it: {e}"),
+            });
+        }
         if let Some((option, value)) = crate::engine::shared_policy_problem(policy) {
             return Err(err(
                 option,
