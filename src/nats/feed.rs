@@ -76,8 +76,8 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
                 let c: jetstream::consumer::Consumer<pull::Config> = c;
                 match c
                     .stream()
-                    .max_messages_per_batch(256)
-                    .max_bytes_per_batch(4 << 20)
+                    .max_messages_per_batch(1000)
+                    .max_bytes_per_batch(16 << 20)
                     .heartbeat(HEARTBEAT)
                     .expires(HEARTBEAT * 10)
                     .messages()
