@@ -32,7 +32,7 @@ SOAK_MIN = float(os.environ.get("SFS_SOAK_MIN") or 0)
 QUICK = MODE == "quick"
 REPS_GIVEN = int(os.environ.get("SFS_REPS") or 0)
 REPS = REPS_GIVEN or (3 if QUICK else 5)
-SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "late", "hostile", "waiting", "start"]
+SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "ring", "late", "hostile", "waiting", "start"]
 ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or list(SCENARIOS)
 # Run only when asked for: it needs nats-server (scripts/test installs it).
 SCENARIOS.append("nats")
@@ -1125,7 +1125,7 @@ def small_streamfs(count):
         os.unlink(s)
         wait_procs([live], 60, "the live reader")
         return dict(rate=count / (tw - t0), growth=peak - before, queued=q[0] if q else 0,
-                    ring=ring_b, ring_cost=ring_b + ring_w * 64, drop=100.0 * (dw[0] if dw else 0) / count,
+                    ring=ring_b, ring_book=ring_w * 32, drop=100.0 * (dw[0] if dw else 0) / count,
                     show=f"{count / (tw - t0) / 1000:.0f}k/s")
     finally:
         m.close()
@@ -1173,15 +1173,19 @@ def scenario_small():
     table(["contender", "writes/s min", "median", "max", "streamfs ÷ this"], rows, "lrrrr")
     s = res["streamfs"]
     bound = SMALL_RING + 2 * SMALL_CHAN
-    out(f"Budgets under 16-byte writes (each queued write costs 16 + 64 bytes of bookkeeping). "
-        f"**Lower is better**; a budget holds when its value stays at or under it.")
+    out(f"Budgets under 16-byte writes. Budgets count data bytes; small writes share 16 KiB "
+        f"blocks, each write costing a 16-byte boundary record in the ring (charged to the pool "
+        f"as 32), and a reader's queue is runs of consecutive writes. **Lower is better**; a "
+        f"budget holds when its value stays at or under it.")
     out()
     rows = [["daemon RSS growth, peak − before the writer (MiB)", *spread([x["growth"] for x in s], mb2),
              f"{mb2(bound)} (ring + 2 × channel)"],
-            ["stopped reader's queue cost (MiB)", *spread([x["queued"] for x in s], mb2),
+            ["stopped reader's queued bytes (MiB)", *spread([x["queued"] for x in s], mb2),
              f"{mb2(SMALL_CHAN)} (channel)"],
-            ["ring cost, bytes + 64 per write (MiB)", *spread([x["ring_cost"] for x in s], mb2),
-             f"{mb2(SMALL_RING)} (ring)"],
+            ["ring data (MiB)", *spread([x["ring"] for x in s], mb2), f"{mb2(SMALL_RING)} (ring)"],
+            ["ring boundary records, as charged: 32 B per write (MiB)",
+             *spread([x["ring_book"] for x in s], mb2),
+             f"{mb2(2 * SMALL_RING)} (2 × ring: at most one write per 16 B of it)"],
             ["writes dropped for the stopped reader (%)", *spread([x["drop"] for x in s]), ""]]
     table(["measure", "min", "median", "max", "budget"], rows, "lrrrl")
     g = max(x["growth"] for x in s)
@@ -1189,6 +1193,59 @@ def scenario_small():
     goal("small", "16-byte writes: daemon RSS growth (max over rounds)", f"{g / MiB:.2f} MiB; stopped "
          f"reader's queue ≤ {q / MiB:.2f} MiB", f"≤ ring + 2 × channel + 16 MiB = {(bound + 16 * MiB) // MiB} MiB",
          g <= bound + 16 * MiB and q <= SMALL_CHAN)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5b. The byte-exact ring: how much of its budget a ring replays at each write size.
+
+RING_BUDGET = 1 * MiB
+RING_WRITE_SIZES = [1, 16, 20, 1000, 64 * KiB]
+
+
+def ring_fill(m, size):
+    """Fills a fresh stream with 1.5 × the ring budget in writes of `size` bytes (at most
+    300,000 writes: 1-byte writes fill the ring's count of writes long before), then reads
+    its history as a late joiner does (`@snapshot`). The pool is read before and after."""
+    s = m.stream("ring")
+    count = min(RING_BUDGET * 3 // 2 // size + 1, 300_000)
+    pool0 = xnum(m.path, "memory")
+    w, _ = dd(writer_dd(s, size, count))
+    if reap(w, 300) != 0:
+        raise RuntimeError("ring fill writer failed")
+    held = xnum(s, "ring_bytes")
+    pool = xnum(m.path, "memory") - pool0
+    with deadline(60, "reading the ring's snapshot"):
+        with open(s + "@snapshot", "rb") as f:
+            replay = len(f.read())
+    os.unlink(s)
+    return dict(size=size, count=count, held=held, replay=replay, fill=replay / RING_BUDGET,
+                pool=pool)
+
+
+def scenario_ring():
+    out("## 5b. The byte-exact ring: replay of a full ring at each write size")
+    out()
+    out(f"`-o ring_buffer_size={RING_BUDGET >> 20}MiB`, no reader while writing; each stream filled by "
+        f"`dd bs=SIZE` with 1.5 × the ring (at most 300,000 writes), then read as a late joiner "
+        f"(`cat STREAM@snapshot`). Fill = replayed bytes ÷ ring_buffer_size; the goal is ≥ 0.97 at "
+        f"16 bytes and more (a ring keeps at most one write per 16 bytes of its budget, so 1-byte "
+        f"writes fill 1/16 of it by design). Pool = what the daemon charges for the stream after "
+        f"the fill (data, blocks, boundary records). One run (the figures are exact, not timings). "
+        f"**Higher fill is better.**")
+    out()
+    m = Mount("ring", f"ring_buffer_size={RING_BUDGET},channel_buffer_size=1MiB")
+    try:
+        res = [ring_fill(m, size) for size in RING_WRITE_SIZES]
+    finally:
+        m.close()
+    rows = [[human(x["size"]) if x["size"] >= KiB else f"{x['size']} B", f"{x['count']}", mb2(x["held"]),
+             mb2(x["replay"]), f"{x['fill']:.3f}", mb2(x["pool"]),
+             f"{x['pool'] / x['held']:.2f}" if x["held"] else "—"] for x in res]
+    table(["write size", "writes", "ring_bytes (MiB)", "replayed (MiB)", "fill", "pool (MiB)",
+           "pool ÷ ring_bytes"], rows, "lrrrrrr")
+    worst = min((x for x in res if x["size"] >= 16), key=lambda x: x["fill"])
+    goal("ring", "ring fill with writes of 16 bytes or more (worst size)",
+         f"{worst['fill']:.3f} at {worst['size']} B", "≥ 0.97", worst["fill"] >= 0.97)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1363,15 +1420,13 @@ def host_round(nstreams, nsmall):
         end_pool = xnum(m.path, "memory")
         asked = sum(xnum(s, "bytes_written") for s in streams)
         ratio = (hwm - idle) / HOST_LIMIT
-        # The rings of the two flooded streams hold 16-byte writes only by now; each ring
-        # entry is a 40-byte slot of a VecDeque whose capacity is a power of two and is never
-        # given back, and the pool charges nothing for it (CHUNK_OVERHEAD covers the chunk's
-        # own two allocations).
+        # The rings of the two flooded streams hold 16-byte writes only by now; each is a
+        # 16-byte boundary record of the ring's index, whose spare capacity is kept within
+        # its length (the pool charges 32 bytes a record), its bytes a share of a 16 KiB block.
         entries = [xnum(streams[k], "ring_bytes") // 16 for k in (1, 2)]
-        slots = sum(1 << max(0, e - 1).bit_length() for e in entries if e)
         return dict(idle=idle, hwm=hwm, ratio=ratio, shed=shed, pool=peak_pool[0], over=over[0], refused=refused,
                     end_pool=end_pool, asked=asked, overshoot=max(0, overshoot[0]), gap_fill=gap["fill"][1],
-                    gap_flood=gap["flood"][1], ring_entries=sum(entries), ring_slots=slots * 40,
+                    gap_flood=gap["flood"][1], ring_entries=sum(entries), ring_slots=sum(entries) * 24,
                     show=f"(VmHWM − idle) ÷ limit {ratio:.3f}")
     finally:
         stop.set()
@@ -1396,8 +1451,8 @@ def scenario_hostile():
         f"100 kB write and read). Ratio = (VmHWM − idle VmRSS) ÷ max_memory: the idle RSS counts as "
         f"the fixed overhead (code, fuser's buffers); goal ≤ 1.05. The pool (`user.streamfs.memory`) "
         f"is sampled every 20 ms with VmRSS: RSS − idle − pool at the highest RSS sample is what the pool does not count there. A ring "
-        f"entry is a 40-byte slot of the stream's VecDeque (capacity a power of two, shrunk after a "
-        f"flood), charged to the pool as 64 bytes; the last row is those slots' size for the flooded rings. "
+        f"entry is a 16-byte boundary record of the ring's index (its spare capacity at most half its length), "
+        f"charged to the pool as 32 bytes; the last row is at most that index's size for the flooded rings. "
         f"A fresh daemon per round, {reps} rounds. **Lower is better**.")
     out()
     res = run_rounds("hostile", ["streamfs"], lambda c: host_round(ns, nsmall), reps)["streamfs"]
@@ -1412,7 +1467,8 @@ def scenario_hostile():
             ["RSS − idle − pool at the highest RSS sample of the floods (MiB)", *spread([x["gap_flood"] for x in res], mb2)],
             ["ring entries of the 2 flooded streams at the end", *spread([x["ring_entries"] for x in res],
                                                                          lambda v: f"{v:.0f}")],
-            ["their VecDeque slots × 40 B, charged as 64 B each (MiB)", *spread([x["ring_slots"] for x in res], mb2)],
+            ["their boundary records, at most 1.5 × 16 B each, charged as 32 B (MiB)",
+             *spread([x["ring_slots"] for x in res], mb2)],
             ["bytes written (MiB)", *spread([x["asked"] for x in res], mb)],
             ["shed_bytes (MiB)", *spread([x["shed"] for x in res], mb)],
             [f"16-byte writes refused with ENOSPC (of {2 * nsmall})", *spread([x["refused"] for x in res], lambda v: f"{v:.0f}")]]
@@ -2079,6 +2135,7 @@ def goals_table():
         "latency": ["latency p50 ÷ pipe p50, 1 and 16 readers", "latency, 16 readers: streamfs p99"],
         "memory": ["memory: peak RSS within ring + readers × channel + 16 MiB", "memory: RSS per idle reader"],
         "small": ["16-byte writes: budgets hold"],
+        "ring": ["ring fill with writes of 16 bytes or more (worst size)"],
         "hostile": ["hostile load: (peak RSS − idle) ÷ max_memory"],
         "waiting": ["daemon CPU with 10000 waiting readers", "SIGTERM → exit of a waiting reader"],
         "start": ["start: `STREAM@-1s` and `mpegts STREAM@live` first byte, p99",

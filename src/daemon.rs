@@ -24,7 +24,9 @@ use crate::options::MountSettings;
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
-    pub mountpoint: PathBuf,
+    /// Where to mount; `None` for `streamfs serve`: the HTTP gateway alone, in the
+    /// foreground (for containers without /dev/fuse).
+    pub mountpoint: Option<PathBuf>,
     pub mount: MountSettings,
     pub foreground: bool,
     pub debug: bool,
@@ -318,8 +320,9 @@ fn remote_meta(m: &MountSettings) -> crate::stream::Meta {
     }
 }
 
-/// Mounts and serves until unmounted or signalled.
-pub fn run(mut s: DaemonSettings) -> Result<(), StartError> {
+/// Mounts and serves until unmounted or signalled; `gateway` (bound already, so that its
+/// address is checked before anything is mounted) serves the same streams over HTTP.
+pub fn run(mut s: DaemonSettings, gateway: Option<crate::http::Gateway>) -> Result<(), StartError> {
     let implied = s.mount.implied();
     init_logging(&s)?;
     let report = if s.foreground {
@@ -327,7 +330,7 @@ pub fn run(mut s: DaemonSettings) -> Result<(), StartError> {
     } else {
         Some(daemonize()?)
     };
-    let result = serve(&s, report, implied);
+    let result = serve(&s, report, implied, gateway);
     if let Err(e) = &result {
         error!("{e}");
     }
@@ -338,6 +341,7 @@ fn serve(
     s: &DaemonSettings,
     mut report: Option<std::fs::File>,
     implied: Option<&str>,
+    gateway: Option<crate::http::Gateway>,
 ) -> Result<(), StartError> {
     let fail = |report: &mut Option<std::fs::File>, e: StartError| {
         if let Some(r) = report {
@@ -379,15 +383,24 @@ fn serve(
             return Err(fail(&mut report, StartError::Other(e.replace('\n', " "))));
         }
     }
+    // The gateway's runtime starts here, after the fork, before the mount: a client that
+    // comes early finds no stream yet, as on an empty mount.
+    if let Some(g) = gateway {
+        g.start(ns.clone())
+            .map_err(|e| fail(&mut report, StartError::Other(format!("http: {e}"))))?;
+    }
+    let Some(mountpoint) = s.mountpoint.clone() else {
+        return serve_http_only(&ns, set, report);
+    };
     let fs = StreamFs::new(ns.clone(), s.mount.clone())
         .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
-    let mp = s.mountpoint.display().to_string();
+    let mp = mountpoint.display().to_string();
     let config = session_config(&s.mount);
     let acl = config.acl;
     let stop = Arc::new(AtomicBool::new(false));
     let mut watchdog = None;
     let session = match crate::fuse::mount::mount(
-        &s.mountpoint,
+        &mountpoint,
         &crate::fuse::mount::MountRequest {
             fsname: &s.mount.fsname,
             options: &s.mount.kernel,
@@ -420,7 +433,7 @@ fn serve(
 
     {
         let ns = ns.clone();
-        let mountpoint = s.mountpoint.clone();
+        let mountpoint = mountpoint.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -443,6 +456,26 @@ fn serve(
     }
     info!("unmounted {mp}");
     result.map_err(|e| StartError::Other(format!("session ended: {e}")))
+}
+
+/// `streamfs serve`: the gateway serves until a signal, which ends every stream.
+fn serve_http_only(
+    ns: &Namespace,
+    set: libc::sigset_t,
+    report: Option<std::fs::File>,
+) -> Result<(), StartError> {
+    if let Some(mut r) = report {
+        let _ = r.write_all(b"ok\n");
+    }
+    info!("serving over HTTP only (no mount)");
+    let mut sig = 0;
+    // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    info!("signal {sig}: ending every stream");
+    ns.shutdown();
+    // Bodies end with their queues; give clients a moment to take the last bytes.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(())
 }
 
 #[cfg(test)]

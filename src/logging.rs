@@ -197,7 +197,11 @@ pub(crate) fn init_logging(s: &DaemonSettings) -> Result<(), StartError> {
             let _ = b.target(env_logger::Target::Pipe(Box::new(f))).try_init();
             path.display().to_string()
         }
-        LogPlan::DefaultFile => match open_default_log(&s.mountpoint) {
+        LogPlan::DefaultFile => match open_default_log(
+            s.mountpoint
+                .as_deref()
+                .unwrap_or(Path::new("/streamfs-serve")),
+        ) {
             Ok((path, f)) => {
                 let _ = b.target(env_logger::Target::Pipe(Box::new(f))).try_init();
                 path.display().to_string()

@@ -42,12 +42,17 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
   max_ring_buffer_size=SIZE, max_channel_buffer_size=SIZE
                             the largest budgets users other than root and the mount's
                             owner may setfattr (default: the mount's own budgets)
+  http=ADDR                 serve the streams over HTTP too (PORT alone: loopback); also
+                            http_token=FILE, http_read_token=FILE, http_cors=ORIGIN,
+                            http_api_prefix=PATH, http_max_connections=N (default 20000):
+                            the --http flags below
   ro, nosuid, nodev, noexec, noatime, fsname=NAME
   Generic mount options (rw, auto, noauto, user, users, _netdev, nofail, x-*, ...) are
   accepted and ignored.
 
 Per-stream overrides: setfattr -n user.streamfs.ring_buffer_size -v 16MB FILE (also
-channel_buffer_size, slow_reader, on_writer_close, start, replay_align, ring_buffer_time).
+channel_buffer_size, slow_reader, on_writer_close, start, replay_align, ring_buffer_time,
+content_type: the Content-Type HTTP readers get).
 Start positions: cat FILE@live, FILE@-10s, FILE@-64KB, FILE@OFFSET, FILE@snapshot (the
 history, then end of file; stat gives its size), FILE@-10s,snapshot.
 Statistics (getfattr -d -m - FILE, decimal text under user.streamfs.): bytes_written,
@@ -62,15 +67,35 @@ Examples:
   streamfs /mnt/live
   streamfs /mnt/hd --channel-buffer-size 16MB --ring-buffer-size 32MB -f
   mount -t fuse.streamfs streamfs /mnt/live -o channel_buffer_size=512KB
-  streamfs stop /mnt/live";
+  streamfs /mnt/live --http 127.0.0.1:8080    (curl -N http://127.0.0.1:8080/streams/cam1)
+  streamfs serve --http 0.0.0.0:8080 --http-token /etc/streamfs/token
+  streamfs stop /mnt/live
+
+HTTP gateway: GET /streams/NAME[?from=SPEC][&format=sse] (replay, then live),
+HEAD /streams/NAME, PUT or POST /streams/NAME[?frame=line|ts] (append the body),
+DELETE /streams/NAME, GET /streams, /streams/NAME/readers, /metrics, / (status page),
+and the original server's /api/v1/files, /directories, /stat, /health.";
 
 /// The usage lines, shown by `--help` and with every usage error: clap's own line cannot show
 /// the three forms and their options.
 const USAGE: &str = "\
 streamfs [-f] [-d] [--log-file FILE] [-o OPTIONS] [--channel-buffer-size SIZE]
-                [--ring-buffer-size SIZE] [SOURCE] MOUNTPOINT
+                [--ring-buffer-size SIZE] [--http ADDR [--http-token FILE] ...]
+                [SOURCE] MOUNTPOINT
+       streamfs serve --http ADDR [-d] [-o OPTIONS] [--http-token FILE] ...
        streamfs stop [--timeout SECONDS] MOUNTPOINT
        streamfs status [--json] [--watch] MOUNTPOINT";
+
+const SERVE_USAGE: &str = "streamfs serve --http ADDR [-d] [--log-file FILE] [-o OPTIONS] \
+    [--channel-buffer-size SIZE] [--ring-buffer-size SIZE] [--http-token FILE] \
+    [--http-read-token FILE] [--http-cors ORIGIN] [--http-api-prefix PATH]";
+
+const SERVE_LONG_ABOUT: &str = "\
+Serve streams over HTTP only, without mounting (for containers without /dev/fuse).
+
+Stays in the foreground, logging to stderr (or --log-file), until SIGTERM or SIGINT, which
+ends every stream. Takes the mount's -o options (budgets, policies, limits) and the --http
+flags; --http is required.";
 
 const STOP_USAGE: &str = "streamfs stop [--timeout SECONDS] MOUNTPOINT";
 const STATUS_USAGE: &str = "streamfs status [--json] [--watch] MOUNTPOINT";
@@ -145,10 +170,34 @@ struct Cli {
     /// Log to this file instead of syslog when daemonized
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    http: streamfs::http::config::HttpArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve streams over HTTP only, without mounting, in the foreground
+    #[command(override_usage = SERVE_USAGE, long_about = SERVE_LONG_ABOUT)]
+    Serve {
+        /// Mount options, comma-separated (see streamfs --help); may be repeated
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Per-reader buffer [default: 6MB]
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+        channel_buffer_size: Option<String>,
+        /// Per-stream replay history [default: 6MB; 0 disables]
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+        ring_buffer_size: Option<String>,
+        /// Log every request (debug level); RUST_LOG overrides
+        #[arg(short = 'd', long)]
+        debug: bool,
+        /// Log to this file instead of stderr
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+        #[command(flatten)]
+        http: streamfs::http::config::HttpArgs,
+    },
     /// End every stream of a mount (readers get EOF), unmount it and end its daemon
     #[command(override_usage = STOP_USAGE, long_about = STOP_LONG_ABOUT)]
     Stop {
@@ -349,28 +398,49 @@ fn generate(what: Generate) -> ExitCode {
     }
 }
 
-fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
+/// The mount settings of -o options and the flags over them.
+fn mount_settings(
+    options: &[String],
+    channel_buffer_size: Option<&str>,
+    ring_buffer_size: Option<&str>,
+    http: &streamfs::http::config::HttpArgs,
+    // --backend and --nats-creds.
+    nats: (Option<&str>, Option<&std::path::Path>),
+) -> Result<MountSettings, String> {
     let mut mount = MountSettings::default();
-    for o in &cli.options {
+    for o in options {
         mount.apply_options(o).map_err(|e| e.to_string())?;
     }
     let flag_err =
         |flag: &str, e: OptionError| format!("invalid {flag} '{}': {}", e.value, e.reason);
-    if let Some(v) = &cli.channel_buffer_size {
+    if let Some(v) = channel_buffer_size {
         mount.budgets.channel =
             parse_channel_size(v).map_err(|e| flag_err("--channel-buffer-size", e))?;
     }
-    if let Some(v) = &cli.ring_buffer_size {
+    if let Some(v) = ring_buffer_size {
         mount.budgets.ring = parse_ring_size(v).map_err(|e| flag_err("--ring-buffer-size", e))?;
     }
-    if let Some(v) = &cli.backend {
+    if let Some(v) = nats.0 {
         mount.nats.urls =
             streamfs::nats::settings::parse_backend(v).map_err(|e| flag_err("--backend", e))?;
     }
-    if let Some(f) = &cli.nats_creds {
-        mount.nats.creds = Some(f.clone());
+    if let Some(f) = nats.1 {
+        mount.nats.creds = Some(f.to_path_buf());
     }
     mount.nats.check(&mount.policy).map_err(|e| e.to_string())?;
+    http.apply(&mut mount)?;
+    mount.http.check()?;
+    Ok(mount)
+}
+
+fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
+    let mut mount = mount_settings(
+        &cli.options,
+        cli.channel_buffer_size.as_deref(),
+        cli.ring_buffer_size.as_deref(),
+        &cli.http,
+        (cli.backend.as_deref(), cli.nats_creds.as_deref()),
+    )?;
     let (source, mountpoint) = match cli.paths.as_slice() {
         [mp] => (None, mp.clone()),
         [src, mp] => (Some(src.clone()), mp.clone()),
@@ -397,7 +467,7 @@ fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
     }
     let mountpoint = mountpoint.canonicalize().map_err(invalid)?;
     Ok(DaemonSettings {
-        mountpoint,
+        mountpoint: Some(mountpoint),
         mount,
         foreground: cli.foreground,
         debug: cli.debug,
@@ -416,6 +486,20 @@ fn after_help() -> String {
 /// The command line's definition, as parsed and as documented (man page, completions).
 fn command() -> clap::Command {
     Cli::command().after_help(after_help())
+}
+
+/// Binds the gateway (its address and tokens are checked before anything is mounted or
+/// forked), then runs the daemon.
+fn start(s: DaemonSettings) -> ExitCode {
+    let gateway = match streamfs::http::Gateway::bind(&s.mount) {
+        Ok(g) => g,
+        Err(streamfs::http::BindError::Usage(e)) => return usage_error(e),
+        Err(streamfs::http::BindError::Failed(e)) => return failure(e),
+    };
+    match daemon::run(s, gateway) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(e),
+    }
 }
 
 fn main() -> ExitCode {
@@ -441,19 +525,47 @@ fn main() -> ExitCode {
             watch,
         }) => status(&mountpoint, json, watch),
         Some(Command::Generate { what }) => generate(what),
+        Some(Command::Serve {
+            options,
+            channel_buffer_size,
+            ring_buffer_size,
+            debug,
+            log_file,
+            http,
+        }) => {
+            let mount = match mount_settings(
+                &options,
+                channel_buffer_size.as_deref(),
+                ring_buffer_size.as_deref(),
+                &http,
+                (None, None),
+            ) {
+                Ok(m) => m,
+                Err(e) => return usage_error(e),
+            };
+            if mount.http.addr.is_none() {
+                return usage_error("serve needs an address to listen on: --http ADDR");
+            }
+            let s = DaemonSettings {
+                mountpoint: None,
+                mount,
+                foreground: true,
+                debug,
+                log_file,
+            };
+            start(s)
+        }
         None => {
             let s = match settings(cli) {
                 Ok(s) => s,
                 Err(SetupError::Usage(e)) => return usage_error(e),
                 Err(SetupError::Refused(e)) => return failure(e),
             };
-            if daemon::is_mount_point(&s.mountpoint) {
-                return failure(daemon::StartError::AlreadyMounted(show(&s.mountpoint)));
+            let mp = s.mountpoint.clone().expect("a mount has a mount point");
+            if daemon::is_mount_point(&mp) {
+                return failure(daemon::StartError::AlreadyMounted(show(&mp)));
             }
-            match daemon::run(s) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => failure(e),
-            }
+            start(s)
         }
     }
 }

@@ -3,22 +3,26 @@
 //!
 //! # The contract
 //! Every byte a stream stores (its ring, its readers' queues, writes waiting to be applied)
-//! lives in a [`Chunk`], and every chunk is charged to the namespace's [`Pool`] once, when it
-//! is made, whatever the number of readers that hold it, and refunded when its last holder
-//! lets it go. Queue and ring entries (a reference each) are charged too. The pool's total
-//! never passes its budget, fifteen sixteenths of the limit (the rest is the allocator's
-//! slack), when a chunk is made: [`Pool::reserve`] first sheds, in this order,
+//! lives in a [`Chunk`] or in a stream's open block, and each is charged to the namespace's
+//! [`Pool`] once, when it is made (an open block: as it grows, and only if the pool has room
+//! then; else the write keeps its own chunk), whatever the number of readers that hold it,
+//! and refunded when its last holder lets it go. The ring's index (boundary records and
+//! segments) and the queues' runs are charged too, per element, at twice their size, as
+//! their spare capacity is kept within their length. The pool's total never passes its
+//! budget, fifteen sixteenths of the limit (the rest is the allocator's slack), when a chunk
+//! is made: [`Pool::reserve`] first sheds, in this order,
 //! 1. history: the oldest writes of any stream's ring (oldest first, across streams);
 //! 2. the readers furthest behind (most bytes queued): their queued writes are dropped and
 //!    counted as dropped (policy `drop`), or they are cut off (policy `disconnect`); readers
 //!    of `block` streams are never shed (their writers wait instead, within their budgets);
 //!
-//! and when that is not enough the write fails ([`StreamError::NoMemory`]): writers are
-//! never made to wait by the limit. A write's queue and ring entries are charged when it is
-//! applied, under its stream's lock, where nothing can be shed: the total may pass the budget
-//! by the entries of the writes applied since the last reservation (one write, or a unit's
-//! finish too: its pieces reserved when they were appended), and the next reserving write
-//! sheds that back.
+//! each time a little more than asked (1/256 of the budget), so that writers at the limit do
+//! not take each other's room; when that is not enough the write fails
+//! ([`StreamError::NoMemory`]): writers are never made to wait by the limit. A write's queue
+//! and ring entries are charged when it is applied, under its stream's lock, where nothing
+//! can be shed: the total may pass the budget by the entries of the writes applied since the
+//! last reservation (one write, or a unit's finish too: its pieces reserved when they were
+//! appended), and the next reserving write sheds that back.
 
 use crate::stream::{Stream, StreamError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -27,8 +31,9 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 /// its bookkeeping, and allocator rounding.
 pub const CHUNK_OVERHEAD: u64 = 64;
 
-/// What one reference to a chunk in a queue costs (the entry and the queue's spare room).
-pub const ENTRY_COST: u64 = 32;
+/// What one run of a reader's queue costs (a reference to its storage, its range and its
+/// count of writes: 32 bytes), with its share of the queue's spare room.
+pub const ENTRY_COST: u64 = 64;
 
 /// What a stream's own state costs (its lock, counters, name and maps), charged while it
 /// lives, so that empty streams cannot exhaust memory either.
@@ -151,7 +156,7 @@ impl Pool {
     }
 
     /// Charges `n` bytes if that keeps within the limit.
-    fn try_take(&self, n: u64) -> bool {
+    pub(crate) fn try_take(&self, n: u64) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(n) > self.budget {
@@ -175,14 +180,16 @@ impl Pool {
         if self.try_take(n) {
             return Ok(());
         }
-        // Another writer may take the room shed for this one before it does: shed again,
-        // a few times, before concluding that nothing can be shed.
+        // Another writer may take the room shed for this one before it does (or find room
+        // another one shed, so that this one sheds nothing): shed again, a few times,
+        // before concluding that nothing can be shed.
         for _ in 0..16 {
-            if self.shed(n) == 0 && !self.fits(n) {
-                break;
-            }
+            let may_help = self.shed(n);
             if self.try_take(n) {
                 return Ok(());
+            }
+            if !may_help {
+                break;
             }
         }
         Err(StreamError::NoMemory)
@@ -199,11 +206,17 @@ impl Pool {
         streams.iter().filter_map(|w| w.upgrade()).collect()
     }
 
-    /// Frees memory until `need` more bytes fit, in the contract's order. Returns the bytes
-    /// freed.
-    fn shed(&self, need: u64) -> u64 {
+    /// Frees memory until `need` more bytes fit, in the contract's order. Returns whether
+    /// trying again may help: something was shed or is left to shed, or the room is there.
+    /// (Not the bytes it freed: other writers charge and refund meanwhile, and may take the
+    /// room it made, or make the room it then need not.)
+    fn shed(&self, need: u64) -> bool {
         let streams = self.live_streams();
         let before = self.used();
+        let mut acted = false;
+        // A little more than asked (1/256 of the budget), so that concurrent writers at the
+        // limit find room instead of each shedding its own few bytes, which the others take.
+        let need = need.saturating_add(self.budget / 256);
         // 1. History, oldest first across streams: each pass takes the stream whose oldest
         //    ring write is the oldest and trims it up to the next stream's oldest.
         while !self.fits(need) {
@@ -215,6 +228,7 @@ impl Pool {
             if fronts.is_empty() {
                 break;
             }
+            acted = true;
             fronts.sort_unstable();
             let until = fronts.get(1).map_or(u64::MAX, |f| f.0);
             let s = &streams[fronts[0].1];
@@ -232,6 +246,7 @@ impl Pool {
                 })
                 .collect();
             behind.sort_unstable_by(|a, b| b.cmp(a));
+            acted |= !behind.is_empty();
             for (_, i, id) in behind {
                 if self.fits(need) {
                     break;
@@ -251,7 +266,7 @@ impl Pool {
                 )
             });
         }
-        freed
+        acted || self.fits(need)
     }
 }
 
@@ -295,6 +310,16 @@ impl Chunk {
     pub(crate) fn prepaid(pool: &Arc<Pool>, data: &[u8]) -> Chunk {
         Chunk(Arc::new(ChunkData {
             bytes: data.into(),
+            pool: pool.clone(),
+        }))
+    }
+}
+
+impl Chunk {
+    /// Takes `data` (a sealed block) as a chunk whose cost its owner charged already.
+    pub(crate) fn prepaid_vec(pool: &Arc<Pool>, data: Vec<u8>) -> Chunk {
+        Chunk(Arc::new(ChunkData {
+            bytes: data.into_boxed_slice(),
             pool: pool.clone(),
         }))
     }

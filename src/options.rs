@@ -110,6 +110,8 @@ pub struct MountSettings {
     pub limits: Limits,
     /// The distributed engine's options (`backend`, `nats_*`); no backend: the local one.
     pub nats: crate::nats::Settings,
+    /// The HTTP gateway (`http=ADDR`, `http_token=FILE`, ...): see `http/config.rs`.
+    pub http: crate::http::config::HttpOptions,
 }
 
 impl Default for MountSettings {
@@ -130,6 +132,7 @@ impl Default for MountSettings {
                 max_channel_buffer_size: None,
             },
             nats: crate::nats::Settings::default(),
+            http: crate::http::config::HttpOptions::default(),
         }
     }
 }
@@ -358,6 +361,11 @@ impl MountSettings {
                 self.limits.max_channel_buffer_size =
                     Some(parse_size(v).map_err(|e| size_err(key, v, e))?)
             }
+            (key, Some(v)) if crate::http::config::HttpOptions::KEYS.contains(&key) => {
+                if let Some(r) = self.http.apply(key, v) {
+                    r?
+                }
+            }
             ("allow_other", None) => k.allow_other = true,
             ("allow_root", None) => k.allow_root = true,
             ("default_permissions", None) => k.default_permissions = true,
@@ -388,7 +396,13 @@ impl MountSettings {
                 | "nats_replicas"
                 | "nats_storage"
                 | "nats_prefix"
-                | "nats_timeout",
+                | "nats_timeout"
+                | "http"
+                | "http_token"
+                | "http_read_token"
+                | "http_cors"
+                | "http_api_prefix"
+                | "http_max_connections",
                 None,
             ) => {
                 return Err(err(

@@ -20,19 +20,20 @@
 //! is atomic only up to `PIPE_BUF`).
 //!
 //! ## Replay for late joiners
-//! The stream keeps a ring of its newest whole writes whose total cost is at most the ring
-//! budget; the newest write is kept even when it is larger on its own. A ring budget of 0
-//! disables replay. [`Stream::open_reader`] queues the ring's contents for the new reader
+//! The stream keeps a ring of its newest whole writes whose data bytes total at most the
+//! ring budget, and that count at most one per [`RING_BYTES_PER_WRITE`] bytes of it; the
+//! newest write is kept even when it is larger on its own. A ring budget of 0 disables
+//! replay. [`Stream::open_reader`] queues the ring's contents for the new reader
 //! under the same lock that registers it, so the reader gets the history and then the live
 //! data with no gap and no duplicate. Replayed chunks are not counted against the reader's
 //! channel budget: history is never dropped for being larger than it.
 //!
 //! ## Slow readers and drops
-//! Each reader has a channel budget in bytes. A write is queued for a reader when the
-//! reader's queued live bytes plus the write fit within the budget, or when the reader has
-//! nothing live queued (so a write larger than the budget, up to [`MAX_WRITE`], still
-//! reaches a reader that keeps up). What happens otherwise is the stream's [`SlowReader`]
-//! policy:
+//! Each reader has a channel budget in data bytes. A write is queued for a reader when the
+//! reader's queued live bytes plus the write fit within the budget and its queue stays
+//! within its bound of runs (below), or when the reader has nothing live queued (so a
+//! write larger than the budget, up to [`MAX_WRITE`], still reaches a reader that keeps
+//! up). What happens otherwise is the stream's [`SlowReader`] policy:
 //! - `Drop` (default): the write is dropped for that reader only and counted, per reader and
 //!   per stream. The writer never waits for a reader.
 //! - `Block`: lossless, like a pipe. The write waits (parked, holding no thread) until every
@@ -42,11 +43,28 @@
 //!   and receives and counts nothing more.
 //!
 //! ## Costs and memory
-//! Budgets are in bytes. Each queued or ringed chunk costs its length plus
-//! [`CHUNK_OVERHEAD`], so that a flood of 1-byte writes cannot grow memory past a small
-//! multiple of the budgets. A chunk is stored once and shared by reference between the ring
-//! and every reader's queue, and charged once to the namespace's memory [`Pool`], which
-//! holds the whole daemon within `max_memory` (see `memory.rs` for what is shed first).
+//! Budgets count data bytes: the bytes written, not their bookkeeping. Where a write is
+//! stored is kept apart from where it begins:
+//! - a write shorter than 4 KiB is copied into the stream's open block (up to 16 KiB, then
+//!   sealed into a chunk); a longer one keeps its chunk, which a read of it shares without
+//!   a copy (a read of the open block copies);
+//! - the ring is an index: one 16-byte boundary record per write (offset, arrival time,
+//!   whether a line begins there) and one segment per block or chunk it holds. Keeping at
+//!   most one write per [`RING_BYTES_PER_WRITE`] bytes of budget bounds that index by the
+//!   budget, while writes of 16 bytes or more fill the ring with data;
+//! - a reader's queue is a list of runs (contiguous bytes of one block or chunk, with the
+//!   count of writes that begin in each); the writes it takes one after the other from the
+//!   open block extend one run, so a queue costs per run of writes, not per write. A queue
+//!   holds at most one live run per [`CHANNEL_BYTES_PER_RUN`] bytes of its channel budget
+//!   (and 16 whatever the budget), which only a reader whose writes are cut apart by drops
+//!   meets.
+//!
+//! So a flood of 1-byte writes cannot grow memory past a small multiple of the budgets
+//! (about 3 × the ring plus 3 × the channel budget of each reader). Blocks and chunks are
+//! stored once and shared by reference between the ring and every reader's queue, and
+//! charged once, with every piece of bookkeeping (boundary records, segments, runs), to the
+//! namespace's memory [`Pool`], which holds the whole daemon within `max_memory` (see
+//! `memory.rs` for what is shed first).
 //!
 //! ## Waiting
 //! A read with nothing queued either returns [`ReadOutcome::WouldBlock`] (non-blocking) or
@@ -67,11 +85,15 @@
 #![forbid(unsafe_code)]
 
 mod handles;
+mod queue;
 mod resolve;
 mod shed;
 mod state;
+mod store;
 
 pub use handles::{Reader, Writer};
+pub use queue::CHANNEL_BYTES_PER_RUN;
+pub use store::{RING_BYTES_PER_WRITE, RING_ENTRY_COST};
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -79,8 +101,8 @@ use std::time::SystemTime;
 pub use crate::memory::{CHUNK_OVERHEAD, Chunk, Pool, chunk_cost};
 pub use crate::start::{Align, Origin, Start};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
-pub use state::RING_ENTRY_COST;
-use state::{BlockedWrite, Deferred, Fate, Parked, ReaderState, State};
+use queue::ReaderState;
+use state::{BlockedWrite, Deferred, Fate, Parked, State};
 
 /// The largest write delivered atomically: 64 MiB. A larger `write()` reaches readers as
 /// consecutive writes of at most this size.
@@ -89,9 +111,9 @@ pub const MAX_WRITE: u64 = 64 << 20;
 /// Per-stream byte budgets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budgets {
-    /// Live bytes (with overhead) a reader may have queued before it overflows.
+    /// Live data bytes a reader may have queued before it overflows.
     pub channel: u64,
-    /// Bytes (with overhead) of history kept for late joiners; 0 disables replay.
+    /// Data bytes of history kept for late joiners; 0 disables replay.
     pub ring: u64,
     /// History older than this is dropped from the ring (`ring_buffer_time`); `None`: kept
     /// as long as it fits.
@@ -266,8 +288,11 @@ pub struct ReaderStats {
     pub delivered_bytes: u64,
     /// Bytes queued now (replay included).
     pub queued_bytes: u64,
-    /// Cost of live bytes queued now, the figure compared with the channel budget.
+    /// Live (not replayed) bytes queued now, the figure compared with the channel budget.
     pub live_cost: u64,
+    /// Runs of live writes queued now (consecutive writes taken share one), against the
+    /// queue's bound of one per [`CHANNEL_BYTES_PER_RUN`] of the budget.
+    pub live_runs: usize,
     /// Writes dropped for this reader and their bytes.
     pub dropped_writes: u64,
     pub dropped_bytes: u64,
@@ -327,6 +352,8 @@ pub struct Stream {
     /// Where writes go instead of being applied, when an engine shares the stream with other
     /// hosts (see `engine.rs`); set once, when the stream is attached.
     publisher: std::sync::OnceLock<Arc<dyn crate::engine::Publisher>>,
+    /// The media type front doors announce for the stream (`content_type`); opaque here.
+    content_type: Mutex<Option<std::sync::Arc<str>>>,
 }
 
 impl Stream {
@@ -349,6 +376,7 @@ impl Stream {
             state: Mutex::new(State::new(budgets, policy, meta, pool.clone())),
             pool,
             publisher: std::sync::OnceLock::new(),
+            content_type: Mutex::new(None),
         });
         s.pool.register_stream(&s);
         s
@@ -416,21 +444,21 @@ impl Stream {
     ) -> Result<Reader, StreamError> {
         self.pool.add_reader()?;
         let added = ReaderCount(&self.pool);
-        // Room for the replay's queue entries, and for this reader's entries of the writes
+        // Room for the replay's queue runs, and for this reader's runs of the writes
         // parked under `Block` (charged with them: see `submit_parts`).
         let estimate = {
             let mut st = self.lock();
             st.trim_ring();
             let parked: usize = st.blocked.iter().map(|w| w.parts.len()).sum();
-            (st.ring.len() + parked) as u64 * crate::memory::ENTRY_COST
+            (st.segs.len() + parked) as u64 * crate::memory::ENTRY_COST
         };
         let reserved = self.pool.reserve(estimate).is_ok();
         let mut st = self.lock();
         let keyframes: Vec<u64> = st.keyframes.iter().copied().collect();
         let position = match st.resolve(start, st.policy.align, &keyframes) {
-            // Writes parked under `Block` will reach this reader too, and their entries
-            // could not be charged: a full daemon refuses the reader rather than pass its
-            // limit when they are released.
+            // Writes parked under `Block` will reach this reader too, and their runs could
+            // not be charged: a full daemon refuses the reader rather than pass its limit
+            // when they are released.
             Ok(_) if !reserved && !st.blocked.is_empty() => Err(StreamError::NoMemory),
             r => r,
         };
@@ -448,32 +476,21 @@ impl Stream {
         let (from, skip_until) = match position {
             // An offset ahead needs no replay, whatever the room.
             state::Position::Ahead(o) => (st.written, o),
-            // Without room for its replay's entries it starts live.
+            // Without room for its replay's runs it starts live.
             _ if !reserved => (st.written, 0),
             state::Position::At(p) => (p, 0),
         };
-        let first = st
-            .ring
-            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= from);
-        let queue: VecDeque<state::Entry> = if reserved {
-            st.ring
-                .iter()
-                .skip(first)
-                .map(|e| e.entry.clone())
-                .collect()
+        let queue = if reserved {
+            st.replay_from(from)
         } else {
             VecDeque::new()
-        };
-        let front_off = match (queue.front(), st.ring.get(first)) {
-            (Some(_), Some(e)) => (from - e.offset) as usize,
-            _ => 0,
         };
         let fate = if st.removed || start.snapshot {
             Fate::Ended
         } else {
             Fate::Open
         };
-        let mut charged = queue.len() as u64 * crate::memory::ENTRY_COST;
+        let mut charged = 0;
         if fate == Fate::Open {
             for w in st.blocked.iter_mut() {
                 let more = w.parts.len() as u64 * crate::memory::ENTRY_COST;
@@ -488,16 +505,15 @@ impl Stream {
             self.pool.refund(estimate);
         }
         let replay_left = queue.len();
-        let queued = queue.iter().map(|e| e.chunk.len() as u64).sum::<u64>() - front_off as u64;
+        let queued = queue.iter().map(|r| r.len() as u64).sum::<u64>();
         std::mem::forget(added);
-        st.readers.push(ReaderState {
+        let mut reader = ReaderState {
             id,
             label,
             queue,
-            front_off,
             queued,
             replay_left,
-            live_cost: 0,
+            live: 0,
             fate,
             start: if skip_until > 0 { skip_until } else { from },
             skip_until,
@@ -509,7 +525,10 @@ impl Stream {
             unreported_drops: 0,
             last_drop_report: None,
             pool: self.pool.clone(),
-        });
+            charged: 0,
+        };
+        reader.sync();
+        st.readers.push(reader);
         Ok(Reader {
             stream: self.clone(),
             id,
@@ -551,11 +570,11 @@ impl Stream {
                 return (None, 0);
             }
             let block = st.policy.slow_reader == SlowReader::Block;
-            let cost = parts.iter().map(|c| chunk_cost(c.len())).sum();
-            if block && (!st.blocked.is_empty() || !st.all_fit(cost)) {
+            let len = parts.iter().map(|c| c.len() as u64).sum();
+            if block && (!st.blocked.is_empty() || !st.all_fit(len, parts.len())) {
                 let id = st.next_id;
                 st.next_id += 1;
-                // Its queue and ring entries are charged now, while the pool can still
+                // Its queue runs and ring entry are charged now, while the pool can still
                 // refuse the next write: released together later, parked writes would
                 // otherwise charge them all at once, past the limit.
                 let entries = parts.len() as u64
@@ -582,11 +601,12 @@ impl Stream {
         debug_assert!(max > 0, "a zero-length read never reaches the core");
         self.with_state(move |st, pool, deferred| {
             let read_id = st.next_id;
+            let taken = st.take(id, max);
             let r = st
                 .reader_mut(id)
                 .expect("a Reader is registered until it is dropped");
-            let outcome = if !r.queue.is_empty() {
-                ReadOutcome::Data(r.take(max))
+            let outcome = if let Some(data) = taken {
+                ReadOutcome::Data(data)
             } else if r.fate != Fate::Open {
                 ReadOutcome::Eof
             } else if mode == ReadMode::NonBlocking {
@@ -736,6 +756,15 @@ impl Stream {
         self.lock().last_error.clone()
     }
 
+    /// The media type set for the stream (`None`: the front door's default).
+    pub fn content_type(&self) -> Option<std::sync::Arc<str>> {
+        self.content_type.lock().clone()
+    }
+
+    pub fn set_content_type(&self, value: Option<&str>) {
+        *self.content_type.lock() = value.map(std::sync::Arc::from);
+    }
+
     pub fn is_removed(&self) -> bool {
         self.lock().removed
     }
@@ -780,8 +809,8 @@ impl Stream {
                 .filter(|r| r.fate != Fate::Disconnected)
                 .count(),
             writers: st.writers,
-            ring_bytes: st.ring_bytes,
-            ring_start: st.written - st.ring_bytes,
+            ring_bytes: st.ring_bytes(),
+            ring_start: st.ring_start(),
             dropped_writes: st.dropped_writes,
             dropped_bytes: st.dropped_bytes,
             blocked_writes: st.blocked.len(),

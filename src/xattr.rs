@@ -13,6 +13,32 @@ use crate::stream::{OnWriterClose, SlowReader, Stream};
 /// Prefix of every attribute streamfs answers.
 pub const PREFIX: &str = "user.streamfs.";
 
+/// The media type of a stream whose `content_type` was never set.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Parses a `content_type` setting: a media type `type/subtype` with optional parameters,
+/// visible ASCII and spaces only (it becomes an HTTP header), at most 255 bytes.
+pub fn parse_content_type(value: &str) -> Result<String, OptionError> {
+    let v = value.trim();
+    let (kind, rest) = v.split_once('/').unwrap_or(("", ""));
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let subtype = rest.split(';').next().unwrap_or("").trim();
+    let printable = v.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if v.len() <= 255 && printable && token(kind) && token(subtype) {
+        Ok(v.to_string())
+    } else {
+        Err(OptionError {
+            option: "content_type".into(),
+            value: value.to_string(),
+            reason: "expected a media type such as video/mp2t or text/plain; charset=utf-8".into(),
+        })
+    }
+}
+
 /// A stream's attributes, in a stable order.
 pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
     let s = stream.stats();
@@ -68,6 +94,12 @@ pub fn stream_attrs(stream: &Stream) -> Vec<(String, String)> {
         ("blocked_writes", s.blocked_writes.to_string()),
         ("reader_pages", pages.len().max(1).to_string()),
         ("last_error", stream.last_error().unwrap_or_default()),
+        (
+            "content_type",
+            stream
+                .content_type()
+                .map_or(DEFAULT_CONTENT_TYPE.to_string(), |c| c.to_string()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (format!("{PREFIX}{k}"), v))
@@ -282,6 +314,10 @@ pub fn apply_setting(
         b"ring_buffer_time" => {
             let v = crate::options::parse_ring_time(value).map_err(SetError::Invalid)?;
             stream.update_budgets(|b| b.ring_time = v);
+        }
+        b"content_type" => {
+            let v = parse_content_type(value).map_err(SetError::Invalid)?;
+            stream.set_content_type(Some(&v));
         }
         _ if is_attr(stream, name) => return Err(SetError::ReadOnly),
         _ => return Err(SetError::Unknown),

@@ -305,31 +305,31 @@ fn chunk_cost_is_length_plus_overhead() {
 }
 
 #[test]
-fn ring_trims_oldest_whole_writes_by_cost_including_overhead() {
-    // Exactly three 10-byte writes fit: 3 * (10 + 64) = 222.
-    let (s, _) = stream(1 << 20, 3 * chunk_cost(10));
+fn ring_trims_oldest_whole_writes_by_data_bytes() {
+    // Exactly three 20-byte writes fit a ring of 60 bytes: the budget counts data bytes.
+    let (s, _) = stream(1 << 20, 60);
     let w = s.open_writer();
-    let writes: Vec<Vec<u8>> = (0..5).map(|k| pattern(k, 10)).collect();
+    let writes: Vec<Vec<u8>> = (0..5).map(|k| pattern(k, 20)).collect();
     for d in &writes {
         w.write(d).unwrap();
     }
     let st = s.stats();
     assert_eq!(
-        st.ring_bytes, 30,
-        "bytes alone (50) would fit; overhead counts"
+        st.ring_bytes, 60,
+        "bookkeeping is not charged to the budget"
     );
-    assert_eq!(st.ring_start, 20);
+    assert_eq!(st.ring_start, 40);
     let r = s.open_reader("late".into()).unwrap();
     assert_eq!(drain(&r, 1000).0, writes[2..].concat());
 
     // One byte less of budget keeps only two.
-    let (s, _) = stream(1 << 20, 3 * chunk_cost(10) - 1);
+    let (s, _) = stream(1 << 20, 59);
     let w = s.open_writer();
     for d in &writes {
         w.write(d).unwrap();
     }
-    assert_eq!(s.stats().ring_bytes, 20);
-    assert_eq!(s.stats().ring_start, 30);
+    assert_eq!(s.stats().ring_bytes, 40);
+    assert_eq!(s.stats().ring_start, 60);
     let r = s.open_reader("late".into()).unwrap();
     assert_eq!(drain(&r, 1000).0, writes[3..].concat());
 }
@@ -361,7 +361,7 @@ fn late_joiner_gets_history_then_live_data_without_gap_or_duplicate() {
 
 #[test]
 fn late_joiner_replays_only_what_the_ring_holds_then_everything_live() {
-    let (s, _) = stream(1 << 20, 2 * chunk_cost(20));
+    let (s, _) = stream(1 << 20, 2 * 20);
     let w = s.open_writer();
     let writes: Vec<Vec<u8>> = (0..8).map(|k| pattern(k, 20)).collect();
     for d in &writes[..5] {
@@ -412,9 +412,9 @@ fn set_budgets_trims_the_ring_at_once_and_zero_empties_it() {
     for k in 0..4 {
         w.write(&pattern(k, 10)).unwrap();
     }
-    s.set_budgets(budgets(1 << 20, chunk_cost(10)));
+    s.set_budgets(budgets(1 << 20, 10));
     assert_eq!(s.stats().ring_bytes, 10);
-    assert_eq!(s.stats().budgets, budgets(1 << 20, chunk_cost(10)));
+    assert_eq!(s.stats().budgets, budgets(1 << 20, 10));
     s.set_budgets(budgets(1 << 20, 0));
     assert_eq!(s.stats().ring_bytes, 0);
     let r = s.open_reader("late".into()).unwrap();
@@ -423,8 +423,8 @@ fn set_budgets_trims_the_ring_at_once_and_zero_empties_it() {
 
 #[test]
 fn replay_is_not_counted_against_the_channel_budget() {
-    // History of 5 * 138 = 690 cost, far above a 200 channel.
-    let (s, _) = stream(200, 1 << 20);
+    // History of 5 * 74 = 370 bytes, far above a 140 channel.
+    let (s, _) = stream(140, 1 << 20);
     let w = s.open_writer();
     let writes: Vec<Vec<u8>> = (0..7).map(|k| pattern(k, 74)).collect();
     for d in &writes[..5] {
@@ -436,9 +436,9 @@ fn replay_is_not_counted_against_the_channel_budget() {
     assert_eq!(st.live_cost, 0, "replayed chunks are not live");
     // Nothing live queued: the next write is taken whatever the history.
     w.write(&writes[5]).unwrap();
-    assert_eq!(late.stats().live_cost, chunk_cost(74));
+    assert_eq!(late.stats().live_cost, 74);
     assert_eq!(late.stats().dropped_writes, 0);
-    // 138 + 138 > 200: this one is dropped, the history stays.
+    // 74 + 74 > 140: this one is dropped, the history stays.
     w.write(&writes[6]).unwrap();
     assert_eq!(late.stats().dropped_writes, 1);
     assert_eq!(drain(&late, 50).0, writes[..6].concat());
@@ -467,7 +467,7 @@ fn many_readers_share_the_ring_without_changing_ring_accounting() {
     for r in &readers {
         let st = r.stats();
         assert_eq!(st.queued_bytes, 125);
-        assert_eq!(st.live_cost, chunk_cost(25));
+        assert_eq!(st.live_cost, 25);
     }
     let per_reader: Vec<_> = s.reader_stats();
     assert_eq!(per_reader.len(), 16);
@@ -481,8 +481,8 @@ fn many_readers_share_the_ring_without_changing_ring_accounting() {
 
 #[test]
 fn drops_are_counted_per_reader_and_per_stream_in_writes_and_bytes() {
-    // Two 100-byte writes fit a channel of 2 * 164; a third does not.
-    let (s, _) = stream(2 * chunk_cost(100), 0);
+    // Two 100-byte writes fit a channel of 200 bytes; a third does not.
+    let (s, _) = stream(200, 0);
     let slow = s.open_reader("slow".into()).unwrap();
     let fast = s.open_reader("fast".into()).unwrap();
     let w = s.open_writer();
@@ -493,7 +493,7 @@ fn drops_are_counted_per_reader_and_per_stream_in_writes_and_bytes() {
     }
     let st = slow.stats();
     assert_eq!((st.dropped_writes, st.dropped_bytes), (1, 100));
-    assert_eq!(st.live_cost, 2 * chunk_cost(100));
+    assert_eq!(st.live_cost, 200);
     assert_eq!(
         (fast.stats().dropped_writes, fast.stats().dropped_bytes),
         (0, 0)
@@ -518,7 +518,7 @@ fn drops_are_counted_per_reader_and_per_stream_in_writes_and_bytes() {
 
 #[test]
 fn a_write_that_exactly_fills_the_channel_is_taken() {
-    let (s, _) = stream(chunk_cost(10) + chunk_cost(20), 0);
+    let (s, _) = stream(10 + 20, 0);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     w.write(&pattern(1, 10)).unwrap();
@@ -536,7 +536,7 @@ fn an_empty_reader_accepts_a_write_larger_than_its_budget() {
     let big = pattern(1, 1000);
     w.write(&big).unwrap();
     assert_eq!(r.stats().dropped_writes, 0);
-    assert_eq!(r.stats().live_cost, chunk_cost(1000));
+    assert_eq!(r.stats().live_cost, 1000);
     // Not empty any more: the next write, however small, is dropped.
     w.write(&pattern(2, 1)).unwrap();
     assert_eq!(r.stats().dropped_writes, 1);
@@ -548,14 +548,14 @@ fn an_empty_reader_accepts_a_write_larger_than_its_budget() {
 }
 
 #[test]
-fn a_partly_read_chunk_still_costs_its_whole_size_until_fully_read() {
+fn a_partly_read_write_counts_only_its_unread_bytes() {
     let (s, _) = stream(1000, 0);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     w.write(&pattern(1, 100)).unwrap();
     read_now(&r, 99);
     assert_eq!(r.stats().queued_bytes, 1);
-    assert_eq!(r.stats().live_cost, chunk_cost(100));
+    assert_eq!(r.stats().live_cost, 1);
     read_now(&r, 1);
     assert_eq!(r.stats().live_cost, 0);
     assert_eq!(r.stats().delivered_bytes, 100);
@@ -567,8 +567,8 @@ fn set_budgets_changes_the_channel_for_later_writes() {
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     w.write(&pattern(1, 100)).unwrap();
-    s.set_budgets(budgets(200, 0));
-    w.write(&pattern(2, 100)).unwrap(); // 164 + 164 > 200
+    s.set_budgets(budgets(199, 0));
+    w.write(&pattern(2, 100)).unwrap(); // 100 + 100 > 199
     assert_eq!(r.stats().dropped_writes, 1);
     s.set_budgets(budgets(10_000, 0));
     w.write(&pattern(3, 100)).unwrap();
@@ -635,13 +635,13 @@ fn a_reader_that_keeps_up_takes_a_unit_whole_far_past_its_budget() {
 
 #[test]
 fn a_unit_that_does_not_fit_is_dropped_whole_and_counted_once() {
-    let (s, _) = stream(300, 0);
+    let (s, _) = stream(299, 0);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
-    w.write(&pattern(0, 100)).unwrap(); // queued: 164 of 300
+    w.write(&pattern(0, 100)).unwrap(); // queued: 100 of 299
     w.append(&pattern(1, 100), 0).unwrap();
     w.append(&pattern(2, 100), 0).unwrap();
-    finish(&w).unwrap(); // costs 328: does not fit
+    finish(&w).unwrap(); // 100 + 200 > 299: does not fit
     assert_eq!(drain(&r, 4096).0, pattern(0, 100), "nothing of the unit");
     let st = r.stats();
     assert_eq!((st.dropped_writes, st.dropped_bytes), (1, 200));
@@ -720,7 +720,7 @@ fn a_unit_past_max_write_is_applied_in_atomic_parts_of_at_most_max_write() {
 
 #[test]
 fn the_ring_replays_a_unit_whole_and_trims_it_whole() {
-    let (s, _) = stream(1 << 20, 2 * chunk_cost(100) + chunk_cost(10) - 1);
+    let (s, _) = stream(1 << 20, 2 * 100 + 10 - 1);
     let w = s.open_writer();
     w.append(&pattern(1, 100), 0).unwrap();
     w.append(&pattern(2, 100), 0).unwrap();
@@ -1648,41 +1648,41 @@ fn block_parks_a_write_until_every_reader_has_room() {
     assert_eq!(rx.try_recv().unwrap(), Ok(()));
     drain(&fast, 1000);
     let (id, rx) = submit(&w, &b, 7);
-    let id = id.expect("214 + 164 > 200: blocked");
+    let id = id.expect("150 + 100 > 200: blocked");
     assert!(rx.try_recv().is_err());
     assert_eq!(s.blocked_writes(), vec![(id, 7)]);
     assert_eq!(s.stats().blocked_writes, 1);
     assert_eq!(parked.parked_total(), 1);
     assert_eq!(s.stats().writes, 1, "not written while blocked");
     assert_eq!(read_now(&fast, 10), ReadOutcome::WouldBlock);
-    // A partial read frees no room (the chunk still costs its whole size).
-    read_now(&slow, 149);
+    // A partial read frees the bytes it took: 101 + 100 is still too much.
+    read_now(&slow, 49);
     assert!(rx.try_recv().is_err());
-    // The rest of it does.
+    // 100 + 100 fits.
     read_now(&slow, 1);
     assert_eq!(rx.try_recv().unwrap(), Ok(()));
     assert_eq!(parked.parked_total(), 0);
     assert!(s.blocked_writes().is_empty());
-    assert_eq!(drain(&slow, 1000).0, b);
+    assert_eq!(drain(&slow, 1000).0, concat(&[&a[50..], &b]));
     assert_eq!(drain(&fast, 1000).0, b);
     assert_eq!(s.stats().dropped_writes, 0);
 }
 
 #[test]
 fn block_keeps_a_fitting_write_behind_a_blocked_one() {
-    let (s, _) = blocking(200);
+    let (s, _) = blocking(199);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
-    let (a, b, c) = (pattern(1, 100), pattern(2, 100), pattern(3, 1));
+    let (a, b, c) = (pattern(1, 100), pattern(2, 100), pattern(3, 100));
     submit(&w, &a, 0);
     let (idb, rxb) = submit(&w, &b, 0);
     let (idc, rxc) = submit(&w, &c, 0);
     assert!(idb.is_some());
-    assert!(idc.is_some(), "c would fit, but must not overtake b");
+    assert!(idc.is_some(), "c must not overtake b");
     assert_eq!(s.stats().blocked_writes, 2);
     assert_eq!(read_now(&r, 1000), ReadOutcome::Data(a.into()));
     assert_eq!(rxb.try_recv().unwrap(), Ok(()));
-    assert!(rxc.try_recv().is_err(), "164 + 65 > 200");
+    assert!(rxc.try_recv().is_err(), "100 + 100 > 199");
     assert_eq!(read_now(&r, 1000), ReadOutcome::Data(b.into()));
     assert_eq!(rxc.try_recv().unwrap(), Ok(()));
     assert_eq!(read_now(&r, 1000), ReadOutcome::Data(c.into()));
@@ -1690,7 +1690,7 @@ fn block_keeps_a_fitting_write_behind_a_blocked_one() {
 
 #[test]
 fn block_cancel_write_interrupts_it_writes_nothing_and_releases_the_rest() {
-    let (s, parked) = blocking(300);
+    let (s, parked) = blocking(299);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     let (a, big, small) = (pattern(1, 100), pattern(2, 200), pattern(3, 50));
@@ -1700,7 +1700,7 @@ fn block_cancel_write_interrupts_it_writes_nothing_and_releases_the_rest() {
     assert_eq!(parked.parked_total(), 2);
     assert!(s.cancel_write(idbig.unwrap()));
     assert_eq!(rxbig.try_recv().unwrap(), Err(StreamError::Interrupted));
-    // 164 + 114 <= 300: the small one behind goes through at once.
+    // 100 + 50 <= 299: the small one behind goes through at once.
     assert_eq!(rxsmall.try_recv().unwrap(), Ok(()));
     assert_eq!(parked.parked_total(), 0);
     assert!(!s.cancel_write(idbig.unwrap()), "only once");
@@ -1710,7 +1710,7 @@ fn block_cancel_write_interrupts_it_writes_nothing_and_releases_the_rest() {
 
 #[test]
 fn block_remove_fails_blocked_writes_with_removed() {
-    let (s, parked) = blocking(100);
+    let (s, parked) = blocking(99);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     let a = pattern(1, 50);
@@ -1725,7 +1725,7 @@ fn block_remove_fails_blocked_writes_with_removed() {
 
 #[test]
 fn block_closing_the_slow_reader_releases_blocked_writes() {
-    let (s, _) = blocking(100);
+    let (s, _) = blocking(99);
     let slow = s.open_reader("slow".into()).unwrap();
     let w = s.open_writer();
     submit(&w, &pattern(1, 50), 0);
@@ -1737,7 +1737,7 @@ fn block_closing_the_slow_reader_releases_blocked_writes() {
 
 #[test]
 fn block_raising_the_budget_releases_blocked_writes() {
-    let (s, _) = blocking(100);
+    let (s, _) = blocking(99);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     submit(&w, &pattern(1, 50), 0);
@@ -1757,7 +1757,7 @@ fn block_raising_the_budget_releases_blocked_writes() {
 
 #[test]
 fn block_leaving_the_policy_releases_blocked_writes_under_the_new_one() {
-    let (s, _) = blocking(100);
+    let (s, _) = blocking(99);
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
     let a = pattern(1, 50);
@@ -1774,7 +1774,7 @@ fn block_leaving_the_policy_releases_blocked_writes_under_the_new_one() {
 #[test]
 fn block_writer_write_waits_on_its_thread_until_there_is_room() {
     finishes("blocked Writer::write", || {
-        let (s, _) = blocking(100);
+        let (s, _) = blocking(99);
         let r = s.open_reader("r".into()).unwrap();
         let w = s.open_writer();
         let (a, b) = (pattern(1, 50), pattern(2, 50));
@@ -1794,7 +1794,7 @@ fn block_writer_write_waits_on_its_thread_until_there_is_room() {
 #[test]
 fn block_does_not_wait_for_readers_that_ended() {
     // A disconnected reader is ended: under Block it holds no writer back.
-    let (s, _) = stream(100, 0);
+    let (s, _) = stream(99, 0);
     s.set_policy(policy(SlowReader::Disconnect, OnWriterClose::Keep));
     let r = s.open_reader("r".into()).unwrap();
     let w = s.open_writer();
@@ -1813,13 +1813,13 @@ fn block_does_not_wait_for_readers_that_ended() {
 
 #[test]
 fn disconnect_cuts_off_an_overflowing_reader_after_its_queue() {
-    let (s, _) = stream(200, 0);
+    let (s, _) = stream(199, 0);
     s.set_policy(policy(SlowReader::Disconnect, OnWriterClose::Keep));
     let slow = s.open_reader("slow".into()).unwrap();
     let fast = s.open_reader("fast".into()).unwrap();
     let w = s.open_writer();
     let writes: Vec<Vec<u8>> = (0..4).map(|k| pattern(k, 100)).collect();
-    w.write(&writes[0]).unwrap(); // 164 each: one fits
+    w.write(&writes[0]).unwrap(); // 100 each: one fits in 199
     drain(&fast, 1000);
     w.write(&writes[1]).unwrap(); // slow overflows
     assert_eq!(drain(&fast, 1000).0, writes[1]);
@@ -1947,7 +1947,7 @@ fn namespace_with_policy_gives_new_streams_its_policy() {
 #[test]
 fn namespace_parked_total_counts_blocked_writes() {
     let ns = Namespace::with_policy(
-        budgets(100, 0),
+        budgets(99, 0),
         policy(SlowReader::Block, OnWriterClose::Keep),
     );
     let (s, _) = ns.create(b"x", meta()).unwrap();

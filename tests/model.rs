@@ -21,12 +21,17 @@
 //!   contiguous suffix of the applied writes ending with the newest (the ring at open);
 //! - no duplicates, nothing from before the replay, abandoned or failed units nowhere;
 //!   a removed stream's readers get their queue then EOF, writes to it fail `Removed`;
-//! - a write that fits a reader's budget (or meets an empty live queue) is queued for it,
-//!   else it is dropped for it, or cuts it off (`Disconnect`), or parks (`Block`); a parked
-//!   write stays parked only while some reader has no room; readers of a `Block` stream
-//!   never lose a write;
-//! - the ring holds a suffix of whole writes whose cost (bytes plus `CHUNK_OVERHEAD` per
-//!   piece) is within its budget unless it is a single write, and the newest write is kept;
+//! - a write whose bytes fit a reader's budget (its live bytes plus the write's at most
+//!   `channel`) while the runs it may need fit the queue's bound (`live_runs` plus its
+//!   pieces at most one per `CHANNEL_BYTES_PER_RUN` of the budget, or 16), or that meets an
+//!   empty live queue, is queued for it; one whose bytes do not fit is dropped for it, or
+//!   cuts it off (`Disconnect`), or parks (`Block`); in between (bytes fit, runs may not:
+//!   the write may extend the queue's last run) either, whole; a parked write stays parked
+//!   only while some reader may have no room; readers of a `Block` stream never lose a
+//!   write;
+//! - the ring holds a suffix of whole writes whose data bytes are within its budget and
+//!   that count at most one per `RING_BYTES_PER_WRITE` of it, unless it is a single write,
+//!   and the newest write is kept;
 //! - the pool's `used()` passes `max_memory` by at most one write's queue entries, and is 0
 //!   once everything is dropped; `parked_total()` is the number of reads and writes parked;
 //! - a reader opened at a start position (`src/start.rs`) begins where the spec says, as
@@ -54,9 +59,9 @@ use proptest::test_runner::{Config, TestRunner};
 use streamfs::memory::{ENTRY_COST, READER_COST};
 use streamfs::namespace::{Limits, Namespace};
 use streamfs::stream::{
-    Align, Budgets, CHUNK_OVERHEAD, Meta, OnWriterClose, Origin, Policy, Pool, RING_ENTRY_COST,
-    ReadMode, ReadOutcome, Reader, ReaderStats, SlowReader, Start, Stream, StreamError,
-    StreamStats, Writer,
+    Align, Budgets, CHANNEL_BYTES_PER_RUN, Meta, OnWriterClose, Origin, Policy, Pool,
+    RING_BYTES_PER_WRITE, RING_ENTRY_COST, ReadMode, ReadOutcome, Reader, ReaderStats, SlowReader,
+    Start, Stream, StreamError, StreamStats, Writer,
 };
 use streamfs::sync::Arc;
 
@@ -532,8 +537,8 @@ impl Unit {
         self.pieces.iter().map(|&l| l as u64).sum()
     }
 
-    fn cost(&self) -> u64 {
-        self.pieces.iter().map(|&l| l as u64 + CHUNK_OVERHEAD).sum()
+    fn pieces(&self) -> usize {
+        self.pieces.len()
     }
 }
 
@@ -892,8 +897,15 @@ impl Harness {
         parked_ahead: bool,
     ) {
         let u = &self.units[unit as usize];
-        let (len, cost) = (u.len(), u.cost());
-        let fits = |s: &ReaderStats| s.live_cost == 0 || s.live_cost + cost <= budgets.channel;
+        let (len, cost) = (u.len(), u.len());
+        let max_runs = (budgets.channel / CHANNEL_BYTES_PER_RUN).max(16) as usize;
+        // Surely taken: its bytes and a run per piece fit, or nothing live is queued.
+        let fits = |s: &ReaderStats| {
+            s.live_cost == 0
+                || s.live_cost + cost <= budgets.channel && s.live_runs + u.pieces() <= max_runs
+        };
+        // Surely not taken: its bytes do not fit.
+        let over = |s: &ReaderStats| s.live_cost != 0 && s.live_cost + cost > budgets.channel;
         match u.state {
             UnitState::Submitted { parked: Some(_) } => {
                 self.check(slow == SlowReader::Block, || {
@@ -926,6 +938,8 @@ impl Harness {
                         self.check(took == len && dropped == 0, || {
                             format!("reader {i} had room (live cost {} + {cost} within {}) but took {took} of {len} bytes, dropped {dropped}", b.live_cost, budgets.channel)
                         });
+                    } else if !over(b) && took == len && dropped == 0 {
+                        // Its bytes fitted and it extended the queue's last run.
                     } else {
                         self.check(slow != SlowReader::Block, || {
                             format!("unit {unit} applied under Block though reader {i} had no room")
@@ -1919,13 +1933,21 @@ impl Harness {
                 self.check(st.policy.slow_reader == SlowReader::Block, || {
                     format!("stream {inc}: writes parked under {:?}", st.policy)
                 });
-                let cost = self.units[front as usize].cost();
+                let (cost, pieces) = {
+                    let u = &self.units[front as usize];
+                    (u.len(), u.pieces())
+                };
+                let max_runs = (st.budgets.channel / CHANNEL_BYTES_PER_RUN).max(16) as usize;
                 let full = self
                     .readers
                     .iter()
                     .filter(|r| r.inc == inc && r.live() && r.end == End::Open)
-                    .map(|r| r.real.as_ref().unwrap().stats().live_cost)
-                    .any(|l| l != 0 && l + cost > st.budgets.channel);
+                    .map(|r| r.real.as_ref().unwrap().stats())
+                    .any(|s| {
+                        s.live_cost != 0
+                            && (s.live_cost + cost > st.budgets.channel
+                                || s.live_runs + pieces > max_runs)
+                    });
                 self.check(full, || {
                     format!("stream {inc}: unit {front} (cost {cost}) stays parked though every reader has room")
                 });
@@ -2016,11 +2038,18 @@ impl Harness {
         });
         let cost: u64 = i.applied[i.applied.len() - k..]
             .iter()
-            .map(|&u| self.units[u as usize].cost())
+            .map(|&u| self.units[u as usize].len())
             .sum();
         self.check(cost <= st.budgets.ring || k == 1, || {
             format!(
-                "stream {inc}: the ring costs {cost} over its budget {} with {k} writes",
+                "stream {inc}: the ring holds {cost} bytes, over its budget {} with {k} writes",
+                st.budgets.ring
+            )
+        });
+        let max_writes = (st.budgets.ring / RING_BYTES_PER_WRITE).max(1) as usize;
+        self.check(k <= max_writes, || {
+            format!(
+                "stream {inc}: the ring holds {k} writes, over one per {RING_BYTES_PER_WRITE} bytes of its budget {}",
                 st.budgets.ring
             )
         });
@@ -2481,7 +2510,7 @@ fn regression_releasing_parked_writes_keeps_within_the_memory_limit() {
 /// `Stream::open_reader_at` reserves the replay's queue entries (one per ring entry and per
 /// piece of a parked write) before it resolves the start, and the `?` on `State::resolve`
 /// returns without refunding them. Minimal sequence: a ring of 100 bytes holding one write
-/// (6 bytes, then 30: the first is trimmed, the ring starts at 6); `open_reader_at(Offset(0))`
+/// (6 bytes, then 100: the first is trimmed, the ring starts at 6); `open_reader_at(Offset(0))`
 /// fails `TooOld` as it should, but the pool now uses `ENTRY_COST` more, and every further
 /// refused open adds as many again (a client retrying an old offset exhausts `max_memory`).
 #[test]
@@ -2490,7 +2519,7 @@ fn regression_an_open_refused_as_too_old_gives_back_its_reservation() {
     let (s, _) = ns.create(b"s", meta()).unwrap();
     let w = s.open_writer();
     w.write(b"hello\n").unwrap();
-    w.write(&[b'x'; 30]).unwrap();
+    w.write(&[b'x'; 100]).unwrap();
     assert_eq!(s.stats().ring_start, 6);
     let before = ns.pool().used();
     for _ in 0..3 {

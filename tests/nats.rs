@@ -338,3 +338,37 @@ fn a_host_behind_the_retention_counts_exactly_what_it_lost() {
     assert_eq!(got.len() as u64 + dropped, N as u64 + 1);
     assert_eq!(dropped_bytes, dropped * one as u64);
 }
+
+#[test]
+fn an_http_reader_on_one_host_gets_what_a_writer_on_another_writes() {
+    let nats = Cluster::single();
+    let a = host(&nats, &[]);
+    let b = host(&nats, &["--http", "127.0.0.1:0"]);
+    let port = b.http_port();
+    let mut w = open_writer(&a, "cam");
+    w.write_all(b"replayed\n").unwrap();
+    wait_for("cam on B", LONG, || {
+        b.file("cam").exists() && xattr_u64(&b.file("cam"), "bytes_written") == 9
+    });
+    let mut curl = Proc::sh(&format!(
+        "exec curl -sN http://127.0.0.1:{port}/streams/cam"
+    ));
+    assert_eq!(curl.read_at_least(9, LONG), b"replayed\n");
+    wait_readers(&b.file("cam"), 1);
+    w.write_all(b"live\n").unwrap();
+    assert_eq!(curl.read_at_least(14, LONG), b"replayed\nlive\n");
+    // An upload on B is a write like any other: A's readers get it.
+    let mut ra = Proc::cat(&a.file("cam"));
+    wait_readers(&a.file("cam"), 1);
+    let (code, _, err) = sh(&format!(
+        "printf 'up\\n' | curl -sf -X POST --data-binary @- http://127.0.0.1:{port}/streams/cam"
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ra.read_at_least(14 + 3, LONG), b"replayed\nlive\nup\n");
+    // rm on A ends the HTTP reader on B.
+    std::fs::remove_file(a.file("cam")).unwrap();
+    assert_eq!(
+        curl.read_to_eof(Duration::from_secs(5)),
+        b"replayed\nlive\nup\n"
+    );
+}

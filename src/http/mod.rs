@@ -1,4 +1,21 @@
 //! The HTTP gateway: a second front door onto the same core as the FUSE adapter. It maps
 //! requests onto `Namespace`, `Stream`, `Reader` and `Writer` and knows nothing of FUSE.
+//!
+//! `config` parses its options; `server` binds (before mounting), runs the runtime (after
+//! any fork), limits and authorizes connections and routes requests; `streams` is the
+//! native API (`/streams/NAME`), `agfs` the original server's API (`/api/v1/...`), `body`
+//! the live response bodies, `observe` the listings, metrics and status page.
 
+// Handlers return their error answers as `Err(Response)`: one per request, moved once, so
+// their size costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
+pub mod agfs;
+pub mod body;
+pub mod config;
 pub mod observe;
+pub mod server;
+pub mod streams;
+pub mod url;
+
+pub use server::{BindError, Gateway};

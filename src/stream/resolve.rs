@@ -3,7 +3,8 @@
 //! that registers the reader.
 
 use super::StreamError;
-use super::state::{RingEntry, State, clock};
+use super::state::{State, clock};
+use super::store::Bound;
 
 /// Where a reader starts, resolved against the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,39 +18,21 @@ pub(super) enum Position {
 impl State {
     /// The ring's oldest offset.
     pub fn ring_start(&self) -> u64 {
-        self.written - self.ring_bytes
-    }
-
-    /// The byte at absolute offset `at` in the ring, if it is there.
-    fn byte_at(&self, at: u64) -> Option<u8> {
-        let i = self
-            .ring
-            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= at);
-        let e = self.ring.get(i)?;
-        e.entry.chunk.get((at - e.offset) as usize).copied()
+        self.bounds.front().map_or(self.written, |b| b.offset)
     }
 
     /// The first line start (a write start after a newline, or the byte after a newline)
     /// at or after `from`, or the end.
     fn line_start_from(&self, from: u64) -> u64 {
-        if from > self.ring_start() && self.byte_at(from - 1) == Some(b'\n') {
+        let ring_start = self.ring_start();
+        if from == ring_start && self.bounds.front().is_some_and(|b| b.line_start()) {
             return from;
         }
-        let i = self
-            .ring
-            .partition_point(|e| e.offset + e.entry.chunk.len() as u64 <= from);
-        for e in self.ring.iter().skip(i) {
-            if e.entry.first && e.offset >= from && e.line_start {
-                return e.offset;
-            }
-            let skip = from.saturating_sub(e.offset) as usize;
-            if let Some(nl) = e.entry.chunk[skip..].iter().position(|b| *b == b'\n') {
-                let at = e.offset + (skip + nl) as u64 + 1;
-                // A newline at a chunk's end: the line starts at the next chunk (or the end).
-                return at;
-            }
+        if from > ring_start && self.byte_at(from - 1) == Some(b'\n') {
+            return from;
         }
-        self.written
+        // A newline at a write's end: the line starts at the next write (or the end).
+        self.newline_after(from)
     }
 
     /// The newest line start before `before`, if any.
@@ -62,8 +45,8 @@ impl State {
                 return Some(at + 1);
             }
         }
-        let first = self.ring.front()?;
-        (first.line_start && first.offset < before).then_some(first.offset)
+        let first = self.bounds.front()?;
+        (first.line_start() && first.offset < before).then_some(first.offset)
     }
 
     /// Where `start` begins in the ring, at `align` (the MPEG-TS points are the caller's).
@@ -75,13 +58,8 @@ impl State {
     ) -> Result<Position, StreamError> {
         use crate::start::{Align, Origin};
         let (ring_start, end) = (self.ring_start(), self.written);
-        let write_start = |pred: &dyn Fn(&RingEntry) -> bool| {
-            self.ring
-                .iter()
-                .filter(|e| e.entry.first)
-                .find(|e| pred(e))
-                .map(|e| e.offset)
-        };
+        let write_start =
+            |pred: &dyn Fn(&Bound) -> bool| self.bounds.iter().find(|b| pred(b)).map(|b| b.offset);
         // The write-aligned position each start names.
         let w = match start.from {
             Origin::Offset(o) if o < ring_start => return Err(StreamError::TooOld),
@@ -91,16 +69,10 @@ impl State {
             Origin::Live => end,
             Origin::Back(d) => {
                 let since = clock().saturating_sub(d.as_nanos() as u64);
-                write_start(&|e| e.at >= since).unwrap_or(end)
+                write_start(&|b| b.at() >= since).unwrap_or(end)
             }
-            Origin::BackBytes(n) => write_start(&|e| end - e.offset <= n)
-                .or_else(|| {
-                    self.ring
-                        .iter()
-                        .rev()
-                        .find(|e| e.entry.first)
-                        .map(|e| e.offset)
-                })
+            Origin::BackBytes(n) => write_start(&|b| end - b.offset <= n)
+                .or_else(|| self.bounds.back().map(|b| b.offset))
                 .unwrap_or(end),
         };
         Ok(Position::At(match align {

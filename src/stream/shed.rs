@@ -7,14 +7,16 @@ use super::{SlowReader, Stream};
 impl Stream {
     /// Arrival of the ring's oldest write (on `state::clock`), for shedding.
     pub(crate) fn oldest_history(&self) -> Option<u64> {
-        self.lock().ring.front().map(|e| e.at)
+        self.lock().bounds.front().map(|b| b.at())
     }
 
     /// Drops the ring's oldest writes that arrived at or before `until`, until `enough`.
     pub(crate) fn trim_history(&self, until: u64, enough: &dyn Fn() -> bool) {
         let mut st = self.lock();
-        while st.ring.front().is_some_and(|e| e.at <= until) && !enough() {
+        while st.bounds.front().is_some_and(|b| b.at() <= until) && !enough() {
             st.pop_ring_write();
+            // What the index gives back counts towards `enough` at once.
+            st.sync_ring();
         }
     }
 

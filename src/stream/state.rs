@@ -6,11 +6,12 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::queue::{ReaderState, Run, answer_parked};
+use super::store::{Bound, OpenBlock, Seg};
 use super::{
-    Budgets, Bytes, Deliver, Meta, Policy, ReadOutcome, ReaderStats, SlowReader, StreamError, Wake,
-    WriteDone,
+    Budgets, Bytes, Deliver, Meta, Policy, ReadOutcome, SlowReader, StreamError, Wake, WriteDone,
 };
-use crate::memory::{Chunk, ENTRY_COST, Pool, chunk_cost};
+use crate::memory::{Chunk, Pool};
 use crate::sync::Arc;
 
 /// A read waiting for data.
@@ -34,25 +35,6 @@ pub(super) struct BlockedWrite {
     pub entries: u64,
 }
 
-/// One piece of a queued or ringed write. A write is one or more entries, the first flagged.
-#[derive(Clone)]
-pub(super) struct Entry {
-    pub chunk: Chunk,
-    /// This piece starts a write.
-    pub first: bool,
-}
-
-/// A ring entry: a piece of a write, where it is and when the write arrived.
-pub(super) struct RingEntry {
-    pub entry: Entry,
-    /// Arrival of its write, in [`clock`] nanoseconds.
-    pub at: u64,
-    /// Absolute offset of its first byte.
-    pub offset: u64,
-    /// For a write's first piece: the byte before it ended a line (or there was none).
-    pub line_start: bool,
-}
-
 /// Nanoseconds on a monotonic clock shared by every stream of the process, so that the ages
 /// of writes of different streams compare (shedding takes the oldest history first).
 pub fn clock() -> u64 {
@@ -68,51 +50,6 @@ pub(super) enum Fate {
     Ended,
     /// Cut off for falling behind (policy `Disconnect`): its queue, then EOF.
     Disconnected,
-}
-
-/// A registered reader's state.
-pub(super) struct ReaderState {
-    pub id: u64,
-    /// Who opened it, for log lines ("pid 42 (cat)"), escaped by the front door.
-    pub label: String,
-    /// Entries to deliver, oldest first; `front_off` bytes of the front one are delivered.
-    pub queue: VecDeque<Entry>,
-    /// Invariant: `front_off < queue.front().len()` when the queue is non-empty, else 0.
-    pub front_off: usize,
-    /// Bytes not yet delivered: the lengths of `queue` less `front_off`. Kept rather than
-    /// summed, since a flood of small writes makes the queue long and reads are frequent.
-    pub queued: u64,
-    /// Invariant: the first `replay_left` entries of `queue` came from the ring at open and
-    /// are not counted in `live_cost`.
-    pub replay_left: usize,
-    /// Sum of `chunk_cost` over the live (non-replay) entries in `queue`.
-    pub live_cost: u64,
-    pub fate: Fate,
-    /// Absolute offset of the first byte it was given (or is waiting for).
-    pub start: u64,
-    /// Live bytes before this offset are skipped: a reader that asked for an offset ahead
-    /// of the stream's end receives from there on (0: none skipped).
-    pub skip_until: u64,
-    /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
-    /// the reader is open.
-    pub parked: VecDeque<Parked>,
-    /// A poller to wake when the reader becomes readable or ends.
-    pub wake: Option<Wake>,
-    pub delivered: u64,
-    pub dropped_writes: u64,
-    pub dropped_bytes: u64,
-    /// Drops not yet reported in a warn line, and when the last line was written.
-    pub unreported_drops: u64,
-    pub last_drop_report: Option<Instant>,
-    /// Charged for every entry of `queue` (`ENTRY_COST` each).
-    pub pool: Arc<Pool>,
-}
-
-impl Drop for ReaderState {
-    fn drop(&mut self) {
-        self.pool.refund(self.queue.len() as u64 * ENTRY_COST);
-        self.pool.remove_reader();
-    }
 }
 
 /// A log line to write once the lock is released.
@@ -190,183 +127,35 @@ impl Deferred {
     }
 }
 
-impl ReaderState {
-    pub fn queued_bytes(&self) -> u64 {
-        debug_assert_eq!(
-            self.queued,
-            self.queue.iter().map(|e| e.chunk.len() as u64).sum::<u64>() - self.front_off as u64
-        );
-        self.queued
-    }
-
-    fn push(&mut self, entry: &Entry) {
-        self.queued += entry.chunk.len() as u64;
-        self.queue.push_back(entry.clone());
-    }
-
-    /// Whether a write of `cost` fits the budget `channel`: it does when it fits whole, and
-    /// always when nothing live is queued (so a write larger than the budget still reaches a
-    /// reader that keeps up).
-    fn fits(&self, cost: u64, channel: u64) -> bool {
-        self.live_cost == 0 || self.live_cost + cost <= channel
-    }
-
-    /// Takes up to `max` queued bytes. Precondition: the queue is non-empty. A read that
-    /// ends within the front chunk shares it (no copy); one that spans chunks copies them.
-    pub fn take(&mut self, max: usize) -> Bytes {
-        debug_assert!(!self.queue.is_empty() && max > 0);
-        let front = &self.queue.front().expect("precondition").chunk;
-        let avail = front.len() - self.front_off;
-        let out = if avail >= max || self.queue.len() == 1 {
-            let n = avail.min(max);
-            let bytes = Bytes::shared(front.clone(), self.front_off, n);
-            self.advance(n);
-            bytes
-        } else {
-            let mut out = Vec::with_capacity(max.min(self.queued as usize));
-            while out.len() < max {
-                let Some(front) = self.queue.front() else {
-                    break;
-                };
-                let avail = &front.chunk[self.front_off..];
-                let n = avail.len().min(max - out.len());
-                out.extend_from_slice(&avail[..n]);
-                self.advance(n);
-            }
-            Bytes::from(out)
-        };
-        self.delivered += out.len() as u64;
-        if self.queue.is_empty() && self.queue.capacity() > 1024 {
-            // A burst of small writes left a large buffer behind; give it back.
-            self.queue.shrink_to(64);
-        }
-        out
-    }
-
-    /// Marks `n` bytes of the front chunk delivered, at most its remainder.
-    fn advance(&mut self, n: usize) {
-        let len = self.queue.front().expect("a queued chunk").chunk.len();
-        debug_assert!(self.front_off + n <= len);
-        self.queued -= n as u64;
-        if self.front_off + n == len {
-            self.pop_front();
-            self.front_off = 0;
-        } else {
-            self.front_off += n;
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<Entry> {
-        let e = self.queue.pop_front()?;
-        self.pool.refund(ENTRY_COST);
-        if self.replay_left > 0 {
-            self.replay_left -= 1;
-        } else {
-            self.live_cost -= chunk_cost(e.chunk.len());
-        }
-        Some(e)
-    }
-
-    /// Ends the reader: parked reads get EOF, a poller wakes. Returns the reads unparked.
-    pub fn end(&mut self, fate: Fate, deferred: &mut Deferred) -> usize {
-        self.fate = fate;
-        let n = self.parked.len();
-        for p in self.parked.drain(..) {
-            deferred.answers.push((p.deliver, ReadOutcome::Eof));
-        }
-        if let Some(w) = self.wake.take() {
-            deferred.wakes.push(w);
-        }
-        n
-    }
-
-    /// Drops every queued write but a partly delivered front one (which stays whole), to
-    /// free memory. Returns (writes, bytes) dropped.
-    pub fn shed_queue(&mut self) -> (u64, u64) {
-        let started = self.front_off > 0 || self.queue.front().is_some_and(|e| !e.first);
-        let keep = if started {
-            1 + self.queue.iter().skip(1).take_while(|e| !e.first).count()
-        } else {
-            0
-        };
-        let (mut writes, mut bytes) = (0u64, 0u64);
-        let dropped: Vec<Entry> = self.queue.drain(keep..).collect();
-        for e in &dropped {
-            writes += u64::from(e.first);
-            bytes += e.chunk.len() as u64;
-        }
-        self.pool.refund(dropped.len() as u64 * ENTRY_COST);
-        self.replay_left = self.replay_left.min(keep);
-        self.queued -= bytes;
-        self.live_cost = self
-            .queue
-            .iter()
-            .skip(self.replay_left)
-            .map(|e| chunk_cost(e.chunk.len()))
-            .sum();
-        (writes, bytes)
-    }
-
-    pub fn stats(&self) -> ReaderStats {
-        ReaderStats {
-            delivered_bytes: self.delivered,
-            queued_bytes: self.queued_bytes(),
-            live_cost: self.live_cost,
-            dropped_writes: self.dropped_writes,
-            dropped_bytes: self.dropped_bytes,
-            disconnected: self.fate == Fate::Disconnected,
-            parked_reads: self.parked.len(),
-            start: self.start,
-        }
-    }
-}
-
 pub(super) use super::resolve::Position;
 
 impl Drop for State {
     fn drop(&mut self) {
-        self.pool.refund(self.ring.len() as u64 * RING_ENTRY_COST);
+        self.pool.refund(self.ring_charged);
+        if let Some(b) = self.open.take() {
+            self.pool.refund(b.charged);
+        }
     }
 }
-
-/// Answers a reader's parked reads from its queue, which was empty, and wakes its poller.
-/// Returns the reads answered.
-fn answer_parked(r: &mut ReaderState, deferred: &mut Deferred) -> usize {
-    // Parked reads exist only while the queue is empty: answer them.
-    let mut unparked = 0;
-    while !r.queue.is_empty() {
-        let Some(p) = r.parked.pop_front() else {
-            break;
-        };
-        unparked += 1;
-        let data = r.take(p.max);
-        deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
-    }
-    if let Some(w) = r.wake.take() {
-        deferred.wakes.push(w);
-    }
-    unparked
-}
-
-/// What one ring entry costs beyond its chunk: its slot in the ring (40 bytes) and the
-/// ring's spare capacity (a power of two, shrunk when much of it is unused).
-pub const RING_ENTRY_COST: u64 = 64;
 
 /// Everything behind a stream's lock.
 pub(super) struct State {
-    /// Charged for every ring entry (`RING_ENTRY_COST` each).
+    /// Charged for the ring's index (`ring_charged`) and the open block.
     pub pool: Arc<Pool>,
     pub budgets: Budgets,
     pub policy: Policy,
     pub meta: Meta,
-    /// Newest writes, oldest first. Invariant: empty, or the front starts a write; the total
-    /// cost is at most `budgets.ring` unless the ring holds a single write.
-    pub ring: VecDeque<RingEntry>,
-    /// Sum of `chunk_cost` over `ring`, and sum of lengths.
-    pub ring_cost: u64,
-    pub ring_bytes: u64,
-    /// Number of entries of `ring` that start a write.
-    pub ring_writes: usize,
+    /// The ring, newest writes last: where each write begins (`bounds`) and the storage
+    /// that holds them (`segs`, in offset order, ending at `written`). Invariant: its bytes
+    /// are at most `budgets.ring` and its writes at most one per
+    /// [`super::store::RING_BYTES_PER_WRITE`] of it, unless it holds a single write.
+    pub bounds: VecDeque<Bound>,
+    pub segs: VecDeque<Seg>,
+    /// What the ring's index is charged now.
+    pub ring_charged: u64,
+    /// The block small writes are copied into, until it is full or another write is
+    /// stored elsewhere.
+    pub open: Option<OpenBlock>,
     /// Absolute offset of the end of the stream: bytes ever written (u64: never wraps).
     pub written: u64,
     pub writes: u64,
@@ -401,10 +190,10 @@ impl State {
             budgets,
             policy,
             meta,
-            ring: VecDeque::new(),
-            ring_cost: 0,
-            ring_bytes: 0,
-            ring_writes: 0,
+            bounds: VecDeque::new(),
+            segs: VecDeque::new(),
+            ring_charged: 0,
+            open: None,
             written: 0,
             writes: 0,
             readers: Vec::new(),
@@ -433,29 +222,11 @@ impl State {
         self.readers.iter_mut().find(|r| r.id == id)
     }
 
-    /// Appends a write whose first byte is at absolute offset `offset`.
-    fn push_ring(&mut self, parts: &[Chunk], at: u64, offset: u64, line_start: bool) {
-        if self.budgets.ring == 0 {
-            return;
-        }
-        let mut off = offset;
-        for (i, chunk) in parts.iter().enumerate() {
-            self.ring_cost += chunk_cost(chunk.len());
-            self.ring_bytes += chunk.len() as u64;
-            self.pool.charge(RING_ENTRY_COST);
-            self.ring.push_back(RingEntry {
-                entry: Entry {
-                    chunk: chunk.clone(),
-                    first: i == 0,
-                },
-                at,
-                offset: off,
-                line_start: i == 0 && line_start,
-            });
-            off += chunk.len() as u64;
-        }
-        self.ring_writes += 1;
-        self.trim_ring();
+    /// Takes up to `max` bytes of reader `id`'s queue (see [`ReaderState::take`]).
+    pub fn take(&mut self, id: u64, max: usize) -> Option<Bytes> {
+        let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
+        let r = self.readers.iter_mut().find(|r| r.id == id)?;
+        (!r.queue.is_empty()).then(|| r.take(max, open))
     }
 
     /// Finds the random access points of a write (MPEG-TS); once the stream is known not to
@@ -476,63 +247,13 @@ impl State {
         }
     }
 
-    /// Pops the ring's oldest whole write.
-    pub fn pop_ring_write(&mut self) {
-        let mut first = true;
-        while let Some(front) = self.ring.front() {
-            if !first && front.entry.first {
-                break;
-            }
-            first = false;
-            let len = front.entry.chunk.len();
-            self.ring_cost -= chunk_cost(len);
-            self.ring_bytes -= len as u64;
-            self.ring.pop_front();
-            self.pool.refund(RING_ENTRY_COST);
-        }
-        self.ring_writes -= 1;
-        if self.ring.capacity() > 1024 && self.ring.capacity() > 4 * self.ring.len() {
-            // A flood of small writes left a large ring behind: give its slots back.
-            self.ring.shrink_to(2 * self.ring.len());
-        }
-        let start = self.ring_start();
-        while self.keyframes.front().is_some_and(|k| *k < start) {
-            self.keyframes.pop_front();
-        }
-    }
-
-    /// Drops the oldest whole writes until the ring fits its budget or holds one write, and
-    /// those older than `ring_buffer_time`.
-    pub fn trim_ring(&mut self) {
-        while self.ring_cost > self.budgets.ring && self.ring_writes > 1
-            || self.budgets.ring == 0 && !self.ring.is_empty()
-        {
-            self.pop_ring_write();
-        }
-        if let Some(max_age) = self.budgets.ring_time {
-            let oldest = clock().saturating_sub(max_age.as_nanos() as u64);
-            while self.ring.front().is_some_and(|e| e.at < oldest) {
-                self.pop_ring_write();
-            }
-        }
-    }
-
-    pub fn clear_ring(&mut self) {
-        self.keyframes.clear();
-        self.pool.refund(self.ring.len() as u64 * RING_ENTRY_COST);
-        self.ring.clear();
-        self.ring.shrink_to(64);
-        self.ring_cost = 0;
-        self.ring_bytes = 0;
-        self.ring_writes = 0;
-    }
-
-    /// Whether a write of `cost` fits every receiving reader (policy `Block`).
-    pub fn all_fit(&self, cost: u64) -> bool {
+    /// Whether a write of `len` bytes in `pieces` fits every receiving reader (policy
+    /// `Block`), as if it needed a run per piece in each queue: it then fits when applied.
+    pub fn all_fit(&self, len: u64, pieces: usize) -> bool {
         let channel = self.budgets.channel;
         self.readers
             .iter()
-            .all(|r| r.fate != Fate::Open || r.fits(cost, channel))
+            .all(|r| r.fate != Fate::Open || r.fits(len, Err(pieces), channel))
     }
 
     fn count_rate(&mut self, now: SystemTime, len: u64) {
@@ -569,11 +290,8 @@ impl State {
     /// answered.
     pub fn apply(&mut self, parts: Vec<Chunk>, pool: &Pool, deferred: &mut Deferred) -> usize {
         let len: u64 = parts.iter().map(|c| c.len() as u64).sum();
-        let cost: u64 = parts.iter().map(|c| chunk_cost(c.len())).sum();
         let now = SystemTime::now();
         let offset = self.written;
-        self.written += len;
-        self.writes += 1;
         self.mtime = now;
         self.count_rate(now, len);
         let line_start = self.last_newline;
@@ -583,21 +301,32 @@ impl State {
         if self.policy.align == crate::start::Align::MpegTs {
             self.scan_keyframes(&parts, offset, deferred);
         }
-        self.push_ring(&parts, clock(), offset, line_start);
+        // Stored once, only when the ring or a reader may take it.
+        let stored = if self.budgets.ring > 0 || self.open_readers() > 0 {
+            self.store(parts, offset, pool)
+        } else {
+            Vec::new()
+        };
+        self.written += len;
+        self.writes += 1;
+        self.push_ring(&stored, clock(), offset, line_start);
         deferred.writer_first |= len >= WRITER_FIRST_BYTES;
-        let entries: Vec<Entry> = parts
+        let runs: Vec<Run> = stored
             .into_iter()
             .enumerate()
-            .map(|(i, chunk)| Entry {
-                chunk,
+            .map(|(i, (store, start, end))| Run {
+                store,
+                start,
+                end,
+                writes: u32::from(i == 0),
                 first: i == 0,
             })
             .collect();
         let channel = self.budgets.channel;
         let policy = self.policy.slow_reader;
+        let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
         let mut dropped = 0u64;
         let mut unparked = 0;
-        let mut taken = 0u64;
         // Read only when a drop is to be reported on: most writes drop nothing.
         let mut instant = None;
         for r in self.readers.iter_mut().filter(|r| r.fate == Fate::Open) {
@@ -608,35 +337,34 @@ impl State {
                 }
                 let was_empty = r.queue.is_empty();
                 let mut at = offset;
-                for e in &entries {
-                    let end = at + e.chunk.len() as u64;
+                for run in &runs {
+                    let end = at + run.len() as u64;
                     if end > r.skip_until {
-                        let first_in = r.queue.is_empty();
-                        r.push(e);
-                        if first_in {
-                            r.front_off = (r.skip_until.max(at) - at) as usize;
-                            r.queued -= r.front_off as u64;
-                        }
-                        r.live_cost += chunk_cost(e.chunk.len());
-                        taken += 1;
+                        let cut = (r.skip_until.max(at) - at) as usize;
+                        r.push(Run {
+                            start: run.start + cut,
+                            writes: 0,
+                            first: false,
+                            ..run.clone()
+                        });
                     }
                     at = end;
                 }
                 r.skip_until = 0;
+                r.sync();
                 if was_empty {
-                    unparked += answer_parked(r, deferred);
+                    unparked += answer_parked(r, open, deferred);
                 }
                 continue;
             }
-            if r.fits(cost, channel) {
+            if r.fits(len, Ok(&runs), channel) {
                 let was_empty = r.queue.is_empty();
-                for e in &entries {
-                    r.push(e);
+                for run in &runs {
+                    r.push(run.clone());
                 }
-                taken += entries.len() as u64;
-                r.live_cost += cost;
+                r.sync();
                 if was_empty {
-                    unparked += answer_parked(r, deferred);
+                    unparked += answer_parked(r, open, deferred);
                 }
                 continue;
             }
@@ -667,7 +395,6 @@ impl State {
                 r.last_drop_report = Some(instant);
             }
         }
-        pool.charge(taken * ENTRY_COST);
         self.dropped_writes += dropped;
         self.dropped_bytes += dropped * len;
         unparked
@@ -680,8 +407,8 @@ impl State {
         let mut completed = 0;
         while let Some(front) = self.blocked.front() {
             let block = self.policy.slow_reader == SlowReader::Block;
-            let cost = front.parts.iter().map(|c| chunk_cost(c.len())).sum();
-            if block && !self.all_fit(cost) {
+            let len = front.parts.iter().map(|c| c.len() as u64).sum();
+            if block && !self.all_fit(len, front.parts.len()) {
                 break;
             }
             let w = self.blocked.pop_front().expect("front exists");

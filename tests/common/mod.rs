@@ -106,6 +106,12 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The port of the daemon's HTTP gateway (started with `--http 127.0.0.1:0`), from the
+    /// line it logs once listening.
+    pub fn http_port(&self) -> u16 {
+        http_port_in(&self.log)
+    }
+
     pub fn daemon_pid(&self) -> u32 {
         self.daemon.as_ref().unwrap().id()
     }
@@ -131,6 +137,51 @@ impl Drop for Mount {
             let _ = streamfs::daemon::unmount(&self.path, true);
         }
     }
+}
+
+/// The port a daemon logging to `log` says its gateway listens on; waits for the line.
+pub fn http_port_in(log: &Path) -> u16 {
+    let mut port = None;
+    wait_for(
+        "the gateway's listening line",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            port = text
+                .lines()
+                .find_map(|l| l.split("http: listening on ").nth(1))
+                .and_then(|a| a.trim().rsplit(':').next()?.parse().ok());
+            port.is_some()
+        },
+    );
+    port.unwrap()
+}
+
+/// Sends `raw` (a whole request) to the gateway on `port` and returns the status and the
+/// whole answer; the server closes after it (`Connection: close` in `raw`) or the read
+/// times out after 5 s.
+pub fn http_raw(port: u16, raw: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// `GET path` with extra header lines, through [`http_raw`].
+pub fn http_get(port: u16, path: &str, headers: &str) -> (u16, String) {
+    http_raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n").as_bytes(),
+    )
 }
 
 pub fn kill(pid: u32, sig: i32) {

@@ -1,0 +1,449 @@
+//! The gateway's server: the listener bound before mounting, the runtime started inside the
+//! daemon, the accept loop and its limits (connections, header timeout, keepalive), bearer
+//! tokens, CORS and the routing of requests to `streams.rs`, `agfs.rs` and `observe.rs`.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{error, info, warn};
+
+use super::body::Body;
+use super::config::read_token;
+use super::observe::{self, HttpStats};
+use crate::namespace::Namespace;
+use crate::options::MountSettings;
+use crate::stream::Meta;
+
+/// How long a client may take to send a request's headers (a slowloris is cut after it).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head; a larger one is answered `431`.
+const MAX_HEAD: usize = 32 << 10;
+
+/// The headers a browser script may read from a cross-origin response.
+const EXPOSED: &str = "Stream-Offset, Stream-Next-Offset, Stream-Ring-Start, Stream-Readers, \
+    Stream-Writers, Content-Type";
+
+/// Why the gateway cannot start: a bad option (exit 2) or a failure to bind (exit 1).
+#[derive(Debug)]
+pub enum BindError {
+    Usage(String),
+    Failed(String),
+}
+
+/// The tokens a request may carry.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// Allows every request.
+    pub full: Option<String>,
+    /// Allows GET and HEAD only.
+    pub read: Option<String>,
+}
+
+impl Auth {
+    fn required(&self) -> bool {
+        self.full.is_some() || self.read.is_some()
+    }
+}
+
+/// What the handlers share: the namespace, the gateway's counters and its settings.
+pub struct Ctx {
+    pub ns: Arc<Namespace>,
+    pub stats: Arc<HttpStats>,
+    pub auth: Auth,
+    pub cors: Option<String>,
+    /// The compatibility API's path prefix (`/streamfs`), or empty.
+    pub api_prefix: String,
+    pub mount: MountSettings,
+}
+
+impl Ctx {
+    /// The metadata of a stream created over HTTP: owned by the mount's `uid`/`gid` (else
+    /// the daemon's user), mode 0644 less the mount's `umask`.
+    pub fn new_meta(&self) -> Meta {
+        let now = SystemTime::now();
+        // SAFETY: geteuid and getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Meta {
+            mode: 0o644 & !self.mount.umask.unwrap_or(0),
+            uid: self.mount.uid.unwrap_or(uid),
+            gid: self.mount.gid.unwrap_or(gid),
+            crtime: now,
+            ctime: now,
+        }
+    }
+}
+
+/// A gateway bound to its address and holding its tokens, not serving yet: made before the
+/// daemon mounts or forks, so that a port in use or an unreadable token file is reported
+/// before anything happens.
+pub struct Gateway {
+    listener: TcpListener,
+    auth: Auth,
+    mount: MountSettings,
+}
+
+impl Gateway {
+    /// Binds the gateway of `mount.http`, or `None` when none is asked for.
+    pub fn bind(mount: &MountSettings) -> Result<Option<Gateway>, BindError> {
+        let h = &mount.http;
+        h.check().map_err(BindError::Usage)?;
+        let Some(addr) = h.addr else {
+            return Ok(None);
+        };
+        let token = |opt: &str, f: &Option<std::path::PathBuf>| {
+            f.as_deref()
+                .map(|p| read_token(opt, p))
+                .transpose()
+                .map_err(BindError::Usage)
+        };
+        let auth = Auth {
+            full: token("http_token", &h.token_file)?,
+            read: token("http_read_token", &h.read_token_file)?,
+        };
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| BindError::Failed(format!("cannot listen on {addr} (--http): {e}")))?;
+        Ok(Some(Gateway {
+            listener,
+            auth,
+            mount: mount.clone(),
+        }))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `ns` on a runtime of its own threads; call it after any fork.
+    pub fn start(self, ns: Arc<Namespace>) -> std::io::Result<Arc<HttpStats>> {
+        raise_fd_limit();
+        let addr = self.listener.local_addr()?;
+        self.listener.set_nonblocking(true)?;
+        let stats = Arc::new(HttpStats::default());
+        let ctx = Arc::new(Ctx {
+            ns,
+            stats: stats.clone(),
+            auth: self.auth,
+            cors: self.mount.http.cors.clone(),
+            api_prefix: self.mount.http.api_prefix.clone(),
+            mount: self.mount,
+        });
+        let loopback = addr.ip().is_loopback();
+        if !loopback && !ctx.auth.required() {
+            warn!(
+                "http: {addr} is not a loopback address, and no --http-token is set: anyone \
+                 who reaches it can read, write and remove every stream"
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("http")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let std_listener = self.listener;
+        std::thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => accept_loop(l, ctx).await,
+                        Err(e) => error!("http: {e}"),
+                    }
+                })
+            })?;
+        info!("http: listening on {addr}");
+        Ok(stats)
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: each HTTP client is a socket.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the local struct only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
+    let max = ctx.mount.http.max_connections as u64;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors or memory: wait a little rather than spin.
+                crate::ratelimit::OPENS.log(|| format!("http: accept: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if ctx.stats.connections.load(Ordering::Relaxed) >= max {
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        // A client whose host vanished without a FIN is found by keepalive probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _open = Open(ctx.stats.clone());
+            let service = {
+                let ctx = ctx.clone();
+                hyper::service::service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &ctx, remote).await) }
+                })
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                log::debug!("http: {remote}: {e}");
+            }
+        });
+    }
+}
+
+/// Counts a connection as open until dropped, however its task ends.
+struct Open(Arc<HttpStats>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a connection over the limit with `503` and closes it.
+async fn refuse(stream: tokio::net::TcpStream) {
+    let msg = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n\
+        Content-Length: 21\r\n\r\ntoo many connections\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            stream.writable().await?;
+            match stream.try_write(msg) {
+                Ok(_) => return Ok::<_, std::io::Error>(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+}
+
+/// A plain-text answer.
+pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut msg = msg.into();
+    if !msg.ends_with('\n') {
+        msg.push('\n');
+    }
+    let mut r = Response::new(Body::text(msg));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `405` naming the methods the path takes.
+pub fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; this path takes {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// A fixed body of the given type.
+pub fn typed(content_type: &'static str, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Body::text(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn handle(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+    ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = route(req, ctx, remote).await;
+    if let (Some(allowed), Some(origin)) = (&ctx.cors, origin) {
+        let h = resp.headers_mut();
+        let value = if allowed == "*" {
+            HeaderValue::from_static("*")
+        } else if origin.as_bytes() == allowed.as_bytes() {
+            origin
+        } else {
+            HeaderValue::from_static("null")
+        };
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// Whether the request carries a token that allows it: `Authorization: Bearer TOKEN`, or
+/// `?access_token=TOKEN` (RFC 6750) for what a browser opens itself (the status page).
+fn authorize(req: &Request<Incoming>, auth: &Auth) -> Result<(), Response<Body>> {
+    if !auth.required() {
+        return Ok(());
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let query = super::url::Query::parse(req.uri().query());
+    let given = bearer.or_else(|| query.get("access_token").map(str::to_string));
+    let matches = |t: &Option<String>| match (t, &given) {
+        (Some(t), Some(g)) => same(t.as_bytes(), g.as_bytes()),
+        _ => false,
+    };
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    if matches(&auth.full) || (reading && matches(&auth.read)) {
+        return Ok(());
+    }
+    if matches(&auth.read) {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "the read token allows GET and HEAD only",
+        ));
+    }
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        if given.is_some() {
+            "wrong token"
+        } else {
+            "a token is needed: Authorization: Bearer TOKEN"
+        },
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"streamfs\""),
+    );
+    Err(r)
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of a token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The answer to a CORS preflight (or a plain OPTIONS).
+fn preflight(ctx: &Ctx) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    let methods = HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS");
+    h.insert(header::ALLOW, methods.clone());
+    if ctx.cors.is_some() {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    r
+}
+
+/// Whether a request that takes no body came with one.
+fn has_body(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+async fn route(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return preflight(ctx);
+    }
+    if let Err(r) = authorize(&req, &ctx.auth) {
+        return r;
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE) && has_body(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("a {} request takes no body", req.method()),
+        );
+    }
+    let path = req.uri().path().to_string();
+    let get_only = |req: &Request<Incoming>, f: &dyn Fn() -> Response<Body>| {
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            f()
+        } else {
+            not_allowed("GET, HEAD")
+        }
+    };
+    match path.as_str() {
+        "/" => get_only(&req, &|| typed("text/html; charset=utf-8", observe::page())),
+        "/metrics" => get_only(&req, &|| {
+            typed(
+                "text/plain; version=0.0.4; charset=utf-8",
+                observe::metrics(&ctx.ns, &ctx.stats),
+            )
+        }),
+        "/streams" | "/streams/" => get_only(&req, &|| {
+            typed("application/json", observe::streams_json(&ctx.ns))
+        }),
+        p if p.starts_with("/streams/") => {
+            let rest = &p["/streams/".len()..];
+            let (name, sub) = match rest.split_once('/') {
+                Some((n, s)) => (n, Some(s)),
+                None => (rest, None),
+            };
+            let Some(name) = super::url::decode(name, false) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "malformed %-escape in the stream name",
+                );
+            };
+            match sub {
+                None => super::streams::stream(req, ctx, &name, remote).await,
+                Some("readers") => get_only(&req, &|| match ctx.ns.lookup(&name) {
+                    Some(s) => typed(
+                        "application/json",
+                        observe::readers_json(&ctx.ns, &name, &s),
+                    ),
+                    None => super::streams::no_stream(&name),
+                }),
+                Some(_) => text(StatusCode::NOT_FOUND, "no such path"),
+            }
+        }
+        p if p.starts_with("/api/v1/") => super::agfs::route(req, ctx, remote).await,
+        _ => text(StatusCode::NOT_FOUND, "no such path"),
+    }
+}

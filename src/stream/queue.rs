@@ -1,0 +1,265 @@
+//! A reader's queue: runs of contiguous bytes over the stream's shared storage, so that a
+//! queue costs a few words per run of writes, not per write, and the reads that take from
+//! it. Runs under the stream's lock; knows nothing of the ring or of write policies.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::state::{Deferred, Fate, Parked};
+use super::store::{Store, push_bounded, shrink_bounded, sync_charge};
+use super::{Bytes, ReadOutcome, ReaderStats, Wake};
+use crate::memory::{ENTRY_COST, Pool};
+use crate::sync::Arc;
+
+/// A reader's queue holds at most one live run per this many bytes of its channel budget
+/// (and 16 runs whatever the budget): consecutive writes it takes share a run, so only a
+/// reader whose writes are cut apart by drops meets this bound, and its queue's index then
+/// stays within the budget's size.
+pub const CHANNEL_BYTES_PER_RUN: u64 = 32;
+
+/// Live runs a queue may hold whatever its channel budget.
+const MIN_RUNS: u64 = 16;
+
+/// Bytes `start..end` of a store, queued for a reader.
+#[derive(Clone)]
+pub(super) struct Run {
+    pub store: Store,
+    pub start: usize,
+    pub end: usize,
+    /// Writes that begin in the run.
+    pub writes: u32,
+    /// The run begins at a write's first byte (false once a read took part of it).
+    pub first: bool,
+}
+
+impl Run {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// A registered reader's state.
+pub(super) struct ReaderState {
+    pub id: u64,
+    /// Who opened it, for log lines ("pid 42 (cat)"), escaped by the front door.
+    pub label: String,
+    /// Runs to deliver, oldest first; none is empty.
+    pub queue: VecDeque<Run>,
+    /// Bytes not yet delivered: the lengths of `queue`. Kept rather than summed, since
+    /// reads are frequent.
+    pub queued: u64,
+    /// Invariant: the first `replay_left` runs of `queue` came from the ring at open and
+    /// are not counted in `live`.
+    pub replay_left: usize,
+    /// Bytes of the live (non-replay) runs: the figure compared with the channel budget.
+    pub live: u64,
+    pub fate: Fate,
+    /// Absolute offset of the first byte it was given (or is waiting for).
+    pub start: u64,
+    /// Live bytes before this offset are skipped: a reader that asked for an offset ahead
+    /// of the stream's end receives from there on (0: none skipped).
+    pub skip_until: u64,
+    /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
+    /// the reader is open.
+    pub parked: VecDeque<Parked>,
+    /// A poller to wake when the reader becomes readable or ends.
+    pub wake: Option<Wake>,
+    pub delivered: u64,
+    pub dropped_writes: u64,
+    pub dropped_bytes: u64,
+    /// Drops not yet reported in a warn line, and when the last line was written.
+    pub unreported_drops: u64,
+    pub last_drop_report: Option<Instant>,
+    /// Charged `ENTRY_COST` per run of `queue` (`charged` bytes now).
+    pub pool: Arc<Pool>,
+    pub charged: u64,
+}
+
+impl Drop for ReaderState {
+    fn drop(&mut self) {
+        self.pool.refund(self.charged);
+        self.pool.remove_reader();
+    }
+}
+
+impl ReaderState {
+    pub fn queued_bytes(&self) -> u64 {
+        debug_assert_eq!(
+            self.queued,
+            self.queue.iter().map(|r| r.len() as u64).sum::<u64>()
+        );
+        self.queued
+    }
+
+    /// Charges the pool what the queue holds now: `ENTRY_COST` per run, twice a run's 32
+    /// bytes, since its spare capacity is kept within its length (`push_bounded`).
+    pub fn sync(&mut self) {
+        let now = self.queue.len() as u64 * ENTRY_COST;
+        sync_charge(&self.pool, &mut self.charged, now);
+    }
+
+    fn live_runs(&self) -> usize {
+        self.queue.len() - self.replay_left
+    }
+
+    /// Whether `run` would extend the queue's last live run.
+    fn merges(&self, run: &Run) -> bool {
+        self.live_runs() > 0
+            && self.queue.back().is_some_and(|b| {
+                matches!((&b.store, &run.store), (Store::Open, Store::Open)) && b.end == run.start
+            })
+    }
+
+    /// Whether a write of `len` bytes fits the budget `channel`: it does when its bytes
+    /// fit and the runs it needs (`runs`, or at most `pieces` when it is not stored yet)
+    /// keep the queue within its bound, and always when nothing live is queued (so a write
+    /// larger than the budget still reaches a reader that keeps up).
+    pub fn fits(&self, len: u64, runs: Result<&[Run], usize>, channel: u64) -> bool {
+        if self.live == 0 {
+            return true;
+        }
+        let new = match runs {
+            Ok([one]) if self.merges(one) => 0,
+            Ok(runs) => runs.len(),
+            Err(pieces) => pieces,
+        };
+        let max_runs = (channel / CHANNEL_BYTES_PER_RUN).max(MIN_RUNS) as usize;
+        self.live + len <= channel && self.live_runs() + new <= max_runs
+    }
+
+    /// Queues a live run, extending the last one when it continues it.
+    pub fn push(&mut self, run: Run) {
+        self.queued += run.len() as u64;
+        self.live += run.len() as u64;
+        if self.merges(&run) {
+            let back = self.queue.back_mut().expect("merges");
+            back.end = run.end;
+            back.writes += run.writes;
+        } else {
+            push_bounded(&mut self.queue, run);
+        }
+    }
+
+    /// Takes up to `max` queued bytes (the open block's bytes are `open`). Precondition:
+    /// the queue is non-empty. A read that ends within a sealed front run shares it (no
+    /// copy); one that spans runs, or reads the open block, copies.
+    pub fn take(&mut self, max: usize, open: &[u8]) -> Bytes {
+        debug_assert!(!self.queue.is_empty() && max > 0);
+        let front = self.queue.front().expect("precondition");
+        let out = match &front.store {
+            Store::Sealed(c) if front.len() >= max || self.queue.len() == 1 => {
+                let n = front.len().min(max);
+                let bytes = Bytes::shared(c.clone(), front.start, n);
+                self.advance(n);
+                bytes
+            }
+            _ => {
+                let mut out = Vec::with_capacity(max.min(self.queued as usize));
+                while out.len() < max {
+                    let Some(front) = self.queue.front() else {
+                        break;
+                    };
+                    let avail = &front.store.bytes(open)[front.start..front.end];
+                    let n = avail.len().min(max - out.len());
+                    out.extend_from_slice(&avail[..n]);
+                    self.advance(n);
+                }
+                Bytes::from(out)
+            }
+        };
+        self.delivered += out.len() as u64;
+        shrink_bounded(&mut self.queue);
+        self.sync();
+        out
+    }
+
+    /// Marks `n` bytes of the front run delivered, at most its length.
+    fn advance(&mut self, n: usize) {
+        let front = self.queue.front_mut().expect("a queued run");
+        debug_assert!(n <= front.len());
+        front.start += n;
+        front.first = false;
+        let done = front.len() == 0;
+        self.queued -= n as u64;
+        if self.replay_left == 0 {
+            self.live -= n as u64;
+        }
+        if done {
+            self.queue.pop_front();
+            self.replay_left = self.replay_left.saturating_sub(1);
+        }
+    }
+
+    /// Ends the reader: parked reads get EOF, a poller wakes. Returns the reads unparked.
+    pub fn end(&mut self, fate: Fate, deferred: &mut Deferred) -> usize {
+        self.fate = fate;
+        let n = self.parked.len();
+        for p in self.parked.drain(..) {
+            deferred.answers.push((p.deliver, ReadOutcome::Eof));
+        }
+        if let Some(w) = self.wake.take() {
+            deferred.wakes.push(w);
+        }
+        n
+    }
+
+    /// Drops every queued write but a partly delivered front run (which stays whole, with
+    /// the pieces that continue its write), to free memory. Returns (writes, bytes)
+    /// dropped.
+    pub fn shed_queue(&mut self) -> (u64, u64) {
+        let started = self.queue.front().is_some_and(|r| !r.first);
+        let keep = if started {
+            1 + self.queue.iter().skip(1).take_while(|r| !r.first).count()
+        } else {
+            0
+        };
+        let (mut writes, mut bytes) = (0u64, 0u64);
+        for r in self.queue.drain(keep..) {
+            writes += u64::from(r.writes);
+            bytes += r.len() as u64;
+        }
+        self.replay_left = self.replay_left.min(keep);
+        self.queued -= bytes;
+        self.live = self
+            .queue
+            .iter()
+            .skip(self.replay_left)
+            .map(|r| r.len() as u64)
+            .sum();
+        shrink_bounded(&mut self.queue);
+        self.sync();
+        (writes, bytes)
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            delivered_bytes: self.delivered,
+            queued_bytes: self.queued_bytes(),
+            live_cost: self.live,
+            live_runs: self.live_runs(),
+            dropped_writes: self.dropped_writes,
+            dropped_bytes: self.dropped_bytes,
+            disconnected: self.fate == Fate::Disconnected,
+            parked_reads: self.parked.len(),
+            start: self.start,
+        }
+    }
+}
+
+/// Answers a reader's parked reads from its queue, which was empty, and wakes its poller.
+/// Returns the reads answered.
+pub(super) fn answer_parked(r: &mut ReaderState, open: &[u8], deferred: &mut Deferred) -> usize {
+    let mut unparked = 0;
+    while !r.queue.is_empty() {
+        let Some(p) = r.parked.pop_front() else {
+            break;
+        };
+        unparked += 1;
+        let data = r.take(p.max, open);
+        deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
+    }
+    if let Some(w) = r.wake.take() {
+        deferred.wakes.push(w);
+    }
+    unparked
+}

@@ -1,0 +1,138 @@
+//! What the gateway says in its headers and how it limits connections: HEAD statistics,
+//! the per-stream Content-Type set with setfattr, CORS for browsers (preflight, exposed
+//! headers), and the connection limit.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+/// The whole answer to `request`, lowercased.
+fn exchange(port: u16, request: &str) -> String {
+    http_raw(port, request.as_bytes()).1.to_lowercase()
+}
+
+fn head(port: u16, path: &str, headers: &str) -> String {
+    exchange(
+        port,
+        &format!("HEAD {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n"),
+    )
+}
+
+#[test]
+fn head_tells_the_statistics_and_setfattr_sets_the_content_type() {
+    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "ring_buffer_size=1KB"]);
+    let port = m.http_port();
+    let cam = m.file("cam1");
+    // The ring keeps the newest write, not the 3000 bytes before it.
+    let mut w = std::fs::File::create(&cam).unwrap();
+    w.write_all(&[b'a'; 3000]).unwrap();
+    w.write_all(&[b'b'; 100]).unwrap();
+    drop(w);
+    let h = head(port, "/streams/cam1", "");
+    for want in [
+        "http/1.1 200",
+        "stream-next-offset: 3100",
+        "stream-ring-start: 3000",
+        "stream-readers: 0",
+        "stream-writers: 0",
+        "content-type: application/octet-stream",
+        "cache-control: no-store",
+    ] {
+        assert!(h.contains(want), "{want} in {h}");
+    }
+    let (code, _, err) = sh(&format!(
+        "setfattr -n user.streamfs.content_type -v video/mp2t '{}'",
+        cam.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = sh(&format!(
+        "setfattr -n user.streamfs.content_type -v 'not a type' '{}'",
+        cam.display()
+    ));
+    assert_ne!(code, 0, "a value that is no media type is refused");
+    assert_eq!(
+        streamfs::control::get_xattr(&cam, "user.streamfs.content_type").unwrap(),
+        "video/mp2t"
+    );
+    let got = exchange(
+        port,
+        "GET /streams/cam1?from=start,snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(got.contains("content-type: video/mp2t"), "{got}");
+    assert!(got.contains("stream-offset: 3000"), "{got}");
+    assert!(
+        got.contains(&format!("\r\n{}\r\n0\r\n\r\n", "b".repeat(100))),
+        "the ring's last write, then the end: {got}"
+    );
+}
+
+#[test]
+fn cors_answers_preflights_and_exposes_the_stream_headers() {
+    let m = Mount::new(&["--http", "127.0.0.1:0", "--http-cors", "https://a.example"]);
+    let port = m.http_port();
+    std::fs::write(m.file("cam1"), b"x").unwrap();
+    let pre = exchange(
+        port,
+        "OPTIONS /streams/cam1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Origin: https://a.example\r\nAccess-Control-Request-Method: PUT\r\n\r\n",
+    );
+    for want in [
+        "http/1.1 204",
+        "access-control-allow-origin: https://a.example",
+        "access-control-allow-methods: get, head, put, post, delete, options",
+        "access-control-allow-headers: authorization, content-type, last-event-id",
+    ] {
+        assert!(pre.contains(want), "{want} in {pre}");
+    }
+    let h = head(port, "/streams/cam1", "Origin: https://a.example\r\n");
+    assert!(
+        h.contains("access-control-allow-origin: https://a.example"),
+        "{h}"
+    );
+    assert!(
+        h.contains("access-control-expose-headers: stream-offset, stream-next-offset"),
+        "{h}"
+    );
+    let other = head(port, "/streams/cam1", "Origin: https://b.example\r\n");
+    assert!(
+        other.contains("access-control-allow-origin: null"),
+        "{other}"
+    );
+    // Without --http-cors nothing is allowed across origins.
+    let plain = Mount::new(&["--http", "127.0.0.1:0"]);
+    let h = head(
+        plain.http_port(),
+        "/streams",
+        "Origin: https://a.example\r\n",
+    );
+    assert!(!h.contains("access-control-allow-origin"), "{h}");
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_the_others_go_on() {
+    // The fstab form: -o http=ADDR and the other keys.
+    let m = Mount::new(&["-o", "http=127.0.0.1:0,http_max_connections=2"]);
+    let port = m.http_port();
+    let cam = m.file("cam1");
+    std::fs::write(&cam, b"").unwrap();
+    let mut readers: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc::sh(&format!(
+                "exec curl -sN http://127.0.0.1:{port}/streams/cam1"
+            ))
+        })
+        .collect();
+    wait_readers(&cam, 2);
+    let third = exchange(port, "GET /streams HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(third.starts_with("http/1.1 503"), "{third}");
+    std::fs::write(&cam, b"still served\n").unwrap();
+    for r in &mut readers {
+        assert_eq!(
+            r.read_at_least(13, Duration::from_secs(10)),
+            b"still served\n"
+        );
+    }
+}
