@@ -35,9 +35,7 @@ fn a_writer_on_one_host_reaches_readers_on_both_alike() {
     let nats = Cluster::single();
     let (a, b) = (host(&nats, &[]), host(&nats, &[]));
     let mut w = open_writer(&a, "cam");
-    wait_for("cam listed on B", Duration::from_secs(1), || {
-        b.file("cam").exists()
-    });
+    wait_for("cam listed on B", LONG, || b.file("cam").exists());
     let mut ra = Proc::cat(&a.file("cam"));
     let mut rb = Proc::cat(&b.file("cam"));
     wait_readers(&a.file("cam"), 1);
@@ -67,9 +65,7 @@ fn eight_writers_on_two_hosts_make_one_order_of_whole_records() {
     let nats = Cluster::single();
     let (a, b) = (host(&nats, &[]), host(&nats, &[]));
     drop(open_writer(&a, "mix"));
-    wait_for("mix listed on B", Duration::from_secs(1), || {
-        b.file("mix").exists()
-    });
+    wait_for("mix listed on B", LONG, || b.file("mix").exists());
     let mut ra = Proc::cat(&a.file("mix"));
     let mut rb = Proc::cat(&b.file("mix"));
     wait_readers(&a.file("mix"), 1);
@@ -121,9 +117,7 @@ fn late_joiners_on_any_host_get_the_replay() {
     });
     let mut rb = Proc::cat(&b.file("late"));
     let c = host(&nats, &[]);
-    wait_for("late listed on C", Duration::from_secs(1), || {
-        c.file("late").exists()
-    });
+    wait_for("late listed on C", LONG, || c.file("late").exists());
     wait_for("C holds the retention", LONG, || {
         xattr_u64(&c.file("late"), "bytes_written") == total as u64
     });
@@ -294,9 +288,7 @@ fn a_host_behind_the_retention_counts_exactly_what_it_lost() {
     let nats = Cluster::single();
     let (a, b) = (host(&nats, &[]), host(&nats, &[]));
     let mut w = open_writer(&a, "far");
-    wait_for("far listed on B", Duration::from_secs(1), || {
-        b.file("far").exists()
-    });
+    wait_for("far listed on B", LONG, || b.file("far").exists());
     let mut rb = Proc::cat(&b.file("far"));
     wait_readers(&b.file("far"), 1);
     // B stops reading (its daemon stopped) while A writes well past the retention (16 MiB
