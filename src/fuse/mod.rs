@@ -691,10 +691,8 @@ impl Filesystem for StreamFs {
         if let Some(reader) = &h.reader {
             let schedule = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
             let wake: crate::stream::Wake = Box::new(move || {
-                if schedule {
-                    if let Err(e) = ph.notify() {
-                        debug!("poll notification not delivered: {e}");
-                    }
+                if schedule && let Err(e) = ph.notify() {
+                    debug!("poll notification not delivered: {e}");
                 }
             });
             match reader.poll(wake) {

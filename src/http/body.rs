@@ -111,10 +111,10 @@ impl ReaderBody {
 
     /// Cancels a parked read and unregisters the reader: the client is gone or done.
     fn release(&mut self) {
-        if let (Some(reader), Some(read)) = (&self.reader, self.parked.take()) {
-            if read != u64::MAX {
-                reader.stream().cancel_read(reader.id(), read);
-            }
+        if let (Some(reader), Some(read)) = (&self.reader, self.parked.take())
+            && read != u64::MAX
+        {
+            reader.stream().cancel_read(reader.id(), read);
         }
         self.reader = None;
     }

@@ -56,6 +56,9 @@ pub fn stream_error(e: &StreamError) -> (StatusCode, String) {
         StreamError::NoMemory | StreamError::TooManyStreams => StatusCode::INSUFFICIENT_STORAGE,
         StreamError::TooManyReaders => StatusCode::SERVICE_UNAVAILABLE,
         StreamError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+        // The engine shared with other hosts (NATS) did not answer in time.
+        StreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        StreamError::Unsupported => StatusCode::NOT_IMPLEMENTED,
     };
     (status, e.to_string())
 }

@@ -3,6 +3,9 @@
 //! never hangs in cleanup (lazy unmount as the last resort).
 #![allow(dead_code)]
 
+pub mod nats;
+pub mod records;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
