@@ -143,8 +143,6 @@ fn within(name: &str, value: &str, v: u64, max: u64, limit: &str) -> Result<u64,
     Ok(v)
 }
 
-/// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
-/// validated like the mount options and bounded by `limits`.
 /// Refuses a policy that cannot hold across hosts for a stream an engine shares.
 fn shared_policy_ok(
     stream: &Stream,
@@ -166,6 +164,8 @@ fn shared_policy_ok(
     }
 }
 
+/// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
+/// validated like the mount options and bounded by `limits`.
 pub fn apply_setting(
     stream: &Stream,
     name: &[u8],
