@@ -31,6 +31,17 @@ pub fn is_mounted(path: &Path) -> bool {
     streamfs::daemon::is_mount_point(path)
 }
 
+/// Runs `cmd` to its end and asserts it succeeded (its stderr is the failure message).
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Waits for `cond` up to `limit`; the limit only detects hangs, it never paces the test.
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
