@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::nats::{Cluster, free_port};
+use common::nats::{Cluster, free_port, open_writer};
 use common::records::{parse, record};
 use common::{Mount, Proc, sh, wait_for, wait_readers, xattr_u64};
 
@@ -19,15 +18,6 @@ fn host(nats: &Cluster, extra: &[&str]) -> Mount {
     let mut args = vec!["--backend", url.as_str(), "-o", "channel_buffer_size=64MB"];
     args.extend_from_slice(extra);
     Mount::new(&args)
-}
-
-fn open_writer(m: &Mount, name: &str) -> File {
-    File::options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(m.file(name))
-        .unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nats::Cluster;
+use common::nats::{Cluster, open_writer};
 use common::records::{parse, record};
 use common::{Mount, Proc, wait_for, wait_readers, xattr_u64};
 
@@ -21,15 +21,6 @@ const LEN: usize = 2000;
 fn host(nats: &Cluster, opts: &str) -> Mount {
     let url = nats.urls();
     Mount::new(&["--backend", &url, "-o", opts])
-}
-
-fn writer(m: &Mount, name: &str) -> File {
-    File::options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(m.file(name))
-        .unwrap()
 }
 
 /// The server a mount is connected to, from its `backend` attribute.
@@ -102,8 +93,8 @@ fn killing_the_connected_node_then_the_leader_loses_and_repeats_nothing() {
     // The writer waits out an election rather than fail.
     let opts = "nats_replicas=3,nats_timeout=40s,channel_buffer_size=64MB";
     let (a, b) = (host(&nats, opts), host(&nats, opts));
-    let w = writer(&a, "cam");
-    wait_for("cam on B", Duration::from_secs(2), || {
+    let w = open_writer(&a, "cam");
+    wait_for("cam on B", Duration::from_secs(10), || {
         b.file("cam").exists()
     });
     let mut ra = Proc::cat(&a.file("cam"));
@@ -157,8 +148,8 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
     // File storage: the stream outlives its only server's restart.
     let a = host(&nats, "nats_storage=file,nats_timeout=2s");
     let b = host(&nats, "nats_storage=file,nats_timeout=60s");
-    let mut w = writer(&a, "cam");
-    wait_for("cam on B", Duration::from_secs(2), || {
+    let mut w = open_writer(&a, "cam");
+    wait_for("cam on B", Duration::from_secs(10), || {
         b.file("cam").exists()
     });
     let mut ra = Proc::cat(&a.file("cam"));

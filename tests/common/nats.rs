@@ -25,6 +25,16 @@ fn server_bin() -> String {
     bin
 }
 
+/// A writer on `name` of a mount, creating the stream.
+pub fn open_writer(m: &super::Mount, name: &str) -> std::fs::File {
+    std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(m.file(name))
+        .unwrap()
+}
+
 /// A loopback port free now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
