@@ -16,21 +16,19 @@ const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 /// `INET_DIAG_NOCOOKIE`: match by the 4-tuple alone.
 const NOCOOKIE: u32 = !0;
-/// `TCP_TIME_WAIT`: a closed socket's remnant, which the kernel reports as uid 0.
-const TCP_TIME_WAIT: u8 = 6;
-/// `TCP_NEW_SYN_RECV`: a half-open request, reported as uid 0 too.
-const TCP_NEW_SYN_RECV: u8 = 12;
 /// Bytes of `struct nlmsghdr`.
 const NLMSG_HDR: usize = 16;
 /// Offset of `idiag_uid` in `struct inet_diag_msg`: family, state, timer, retrans (4),
-/// the socket id (48), expires, rqueue, wqueue (12).
+/// the socket id (48), expires, rqueue, wqueue (12); `idiag_inode` follows it.
 const UID_AT: usize = 64;
+const INODE_AT: usize = 68;
 /// How long the kernel may take to answer: it answers at once, this only bounds a surprise.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The uid owning the TCP socket whose local address is `client` and whose peer is
 /// `server`: the client's end of a connection this process accepted. `Ok(None)` when the
-/// kernel knows no such live socket (the client is on another host, or has closed).
+/// kernel knows no such socket that a process still holds (the client is on another host,
+/// or has closed it: a closed socket's remnant is reported as uid 0, which it is not).
 pub fn socket_uid(client: SocketAddr, server: SocketAddr) -> io::Result<Option<u32>> {
     let (client, server) = (canonical(client), canonical(server));
     let family = match (client, server) {
@@ -74,9 +72,8 @@ fn request(family: u8, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     m.push(libc::IPPROTO_TCP as u8);
     m.push(0); // idiag_ext: no extensions
     m.push(0);
-    // Every state but the two whose socket is no longer (or not yet) a user's.
-    let states = !0u32 & !(1 << TCP_TIME_WAIT) & !(1 << TCP_NEW_SYN_RECV);
-    m.extend_from_slice(&states.to_ne_bytes());
+    // idiag_states: any (an exact lookup ignores it; the answer's inode tells more).
+    m.extend_from_slice(&u32::MAX.to_ne_bytes());
     m.extend_from_slice(&src.port().to_be_bytes());
     m.extend_from_slice(&dst.port().to_be_bytes());
     for a in [src.ip(), dst.ip()] {
@@ -94,8 +91,8 @@ fn request(family: u8, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     m
 }
 
-/// The uid in the kernel's answer; `None` for "no such socket" (ENOENT) or a socket in a
-/// state that has no owner any more.
+/// The uid in the kernel's answer; `None` for "no such socket" (ENOENT) or one without an
+/// inode: closed by its process (an orphan, or a TIME_WAIT remnant whose uid reads 0).
 fn parse_answer(a: &[u8]) -> io::Result<Option<u32>> {
     let short = || io::Error::new(io::ErrorKind::InvalidData, "short sock_diag answer");
     let u16_at = |i: usize| a.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
@@ -113,11 +110,9 @@ fn parse_answer(a: &[u8]) -> io::Result<Option<u32>> {
             }
         }
         SOCK_DIAG_BY_FAMILY => {
-            let state = *a.get(NLMSG_HDR + 1).ok_or_else(short)?;
-            if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
-                return Ok(None);
-            }
-            Ok(Some(u32_at(NLMSG_HDR + UID_AT).ok_or_else(short)?))
+            let inode = u32_at(NLMSG_HDR + INODE_AT).ok_or_else(short)?;
+            let uid = u32_at(NLMSG_HDR + UID_AT).ok_or_else(short)?;
+            Ok((inode != 0).then_some(uid))
         }
         t => Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -198,8 +193,13 @@ mod tests {
             assert_eq!(remote, c.local_addr().unwrap());
             let uid = socket_uid(remote, s.local_addr().unwrap()).unwrap();
             assert_eq!(uid, Some(me), "{bind}");
-            // The client closes: its socket is gone (or a remnant without an owner).
+            // The client closes first: its socket becomes an orphan, then a FIN_WAIT2
+            // remnant reported as uid 0. Never is it anyone's from then on.
             drop(c);
+            for _ in 0..20 {
+                assert_eq!(socket_uid(remote, s.local_addr().unwrap()).unwrap(), None);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             drop(s);
             assert_eq!(socket_uid(remote, l.local_addr().unwrap()).unwrap(), None);
         }
