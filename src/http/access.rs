@@ -142,8 +142,8 @@ pub fn decide(
     };
     if !rules.allow_other {
         return Err(format!(
-            "this mount serves only its user (uid {}), as the mount itself does without \
-             allow_other; uid {uid} needs a token (--http-token)",
+            "this mount serves only its user (uid {}) without allow_other, over HTTP as on \
+             the mount; uid {uid} needs a token (--http-token)",
             rules.root_owner.0
         ));
     }

@@ -206,6 +206,23 @@ mod tests {
     }
 
     #[test]
+    fn finds_an_ipv4_client_of_an_ipv6_listener() {
+        let Ok(l) = TcpListener::bind("[::]:0") else {
+            return; // no IPv6 on this machine
+        };
+        let port = l.local_addr().unwrap().port();
+        let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (s, remote) = l.accept().unwrap();
+        assert!(remote.is_ipv6(), "{remote}");
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(
+            socket_uid(remote, s.local_addr().unwrap()).unwrap(),
+            Some(me)
+        );
+    }
+
+    #[test]
     fn an_unknown_connection_has_no_uid() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();

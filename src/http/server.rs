@@ -121,8 +121,8 @@ impl Gateway {
         let loopback = addr.ip().is_loopback();
         if !loopback && !ctx.auth.required() {
             warn!(
-                "http: {addr} is not a loopback address, and no --http-token is set: anyone \
-                 who reaches it can read, write and remove every stream"
+                "http: {addr} is not a loopback address, and no --http-token is set: a client \
+                 on another host that reaches it can read, write and remove every stream"
             );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
