@@ -1,6 +1,7 @@
 //! The HTTP gateway without a token gives each local user its rights on the mount: curl run
 //! as other users (made by `non_root_setup`) against a real mount, with and without
-//! allow_other, with a token, and from a client whose socket is gone when it is served.
+//! allow_other, with a token, from a client whose socket is gone when it is served, and
+//! for `streamfs serve` (no mount: the daemon's user is the owner).
 
 mod common;
 
@@ -12,13 +13,19 @@ use common::*;
 const A: &str = "streamfs-t1";
 const B: &str = "streamfs-t2";
 
-/// The status `user` gets for `method path` (with `body` for a PUT or POST). A read that
-/// succeeds is live and never ends: curl is stopped a second after its headers.
+/// The status `user` gets for `method path` (with `body` for a PUT or POST). A `GET` of a
+/// stream reads what it holds and ends (`from=start,snapshot`).
 fn curl(user: &str, port: u16, method: &str, path: &str, body: Option<&str>) -> u16 {
     let data = match body {
         Some(b) => format!("printf '{b}' | curl --data-binary @- "),
         None if method == "HEAD" => "curl -I ".to_string(),
         None => "curl ".to_string(),
+    };
+    let snapshot = method == "GET" && path.starts_with("/streams/");
+    let path = if snapshot {
+        format!("{path}?from=start,snapshot")
+    } else {
+        path.to_string()
     };
     let method = if method == "HEAD" {
         String::new()
@@ -28,7 +35,7 @@ fn curl(user: &str, port: u16, method: &str, path: &str, body: Option<&str>) -> 
     let (_, out, err) = as_user(
         user,
         &format!(
-            "{data}{method}-s -m 1 -o /dev/null -w '%{{http_code}}' 'http://127.0.0.1:{port}{path}'"
+            "{data}{method}-s -m 10 -o /dev/null -w '%{{http_code}}' 'http://127.0.0.1:{port}{path}'"
         ),
     );
     out.trim()
@@ -149,20 +156,23 @@ fn a_token_still_grants_everything() {
     let port = m.http_port();
     std::fs::write(m.file("cam1"), b"x").unwrap();
     let auth = "-H 'Authorization: Bearer s3cret'";
-    for (what, cmd, want) in [
-        ("read", format!("curl -m 1 {auth}"), "200"),
+    let read = "?from=start,snapshot";
+    for (what, cmd, query, want) in [
+        ("read", format!("curl {auth}"), read, "200"),
         (
             "append",
             format!("printf y | curl --data-binary @- -X PUT {auth}"),
+            "",
             "204",
         ),
-        ("remove", format!("curl -X DELETE {auth}"), "204"),
-        ("read without it", "curl -m 1".to_string(), "401"),
+        ("remove", format!("curl -X DELETE {auth}"), "", "204"),
+        ("read without it", "curl".to_string(), read, "401"),
     ] {
         let (_, out, err) = as_user(
             B,
             &format!(
-                "{cmd} -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/streams/cam1"
+                "{cmd} -s -m 10 -o /dev/null -w '%{{http_code}}' \
+                 'http://127.0.0.1:{port}/streams/cam1{query}'"
             ),
         );
         assert_eq!(out.trim(), want, "{what}: {err}");
@@ -224,4 +234,46 @@ fn a_client_gone_before_it_is_served_gets_no_right() {
         m.file("cam1").exists(),
         "a client whose socket is gone was given rights"
     );
+}
+
+/// A `streamfs serve` killed when the test ends.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_without_a_mount_takes_the_daemons_user_for_the_mounts() {
+    let _ = non_root_setup();
+    let closed: &[Row] = &[
+        ("root", "PUT", "/streams/cam1", Some("x"), 204),
+        (B, "GET", "/streams/cam1", None, 403),
+        (B, "PUT", "/streams/other", Some("b"), 403),
+    ];
+    let open: &[Row] = &[
+        ("root", "PUT", "/streams/cam1", Some("x"), 204),
+        (B, "GET", "/streams/cam1", None, 200),
+        (B, "PUT", "/streams/cam1", Some("b"), 403),
+        (B, "DELETE", "/streams/cam1", None, 403),
+        (B, "PUT", "/streams/mine", Some("b"), 204),
+        (A, "DELETE", "/streams/mine", None, 403),
+        (B, "DELETE", "/streams/mine", None, 204),
+    ];
+    for (options, rows) in [("ring_buffer_size=1MB", closed), ("allow_other", open)] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let _daemon = Serve(
+            std::process::Command::new(bin())
+                .args(["serve", "--http", "127.0.0.1:0", "-o", options])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        check(http_port_in(&log), rows);
+    }
 }
