@@ -202,11 +202,22 @@ pub fn create(
     name: &[u8],
     err: impl Fn(StreamError) -> hyper::Response<Body>,
 ) -> Result<(Arc<Stream>, bool), hyper::Response<Body>> {
-    if ctx.ns.lookup(name).is_none() {
-        check(ctx, peer, Op::Create)?;
+    let may_create = check(ctx, peer, Op::Create);
+    if let Err(r) = may_create {
+        if ctx.ns.lookup(name).is_none() {
+            return Err(r);
+        }
+        // There: appending needs no right to create (unless it goes in the meantime).
+        let (stream, created) = ctx.ns.create(name, new_meta(ctx, peer)).map_err(err)?;
+        if created {
+            let _ = ctx.ns.remove(name);
+            return Err(r);
+        }
+        check(ctx, peer, Op::Append(&stream.meta()))?;
+        return Ok((stream, false));
     }
     let (stream, created) = ctx.ns.create(name, new_meta(ctx, peer)).map_err(err)?;
-    // Made by someone else meanwhile, or there already: the writer needs its `w`.
+    // There already, or made by someone else meanwhile: the writer needs its `w`.
     if !created {
         check(ctx, peer, Op::Append(&stream.meta()))?;
     }
@@ -214,9 +225,10 @@ pub fn create(
 }
 
 /// Removes `name` if `peer` may: the stream checked is the one removed, unless it is
-/// replaced in the instant between (then the check is made again).
+/// replaced in the instant between (then the check is made again, a few times). `None`:
+/// there is no such stream.
 pub fn remove(ctx: &Ctx, peer: Peer, name: &[u8]) -> Result<(), Option<hyper::Response<Body>>> {
-    loop {
+    for _ in 0..8 {
         let stream = ctx.ns.lookup(name).ok_or(None)?;
         check(ctx, peer, Op::Remove(&stream.meta())).map_err(Some)?;
         if ctx
@@ -227,6 +239,10 @@ pub fn remove(ctx: &Ctx, peer: Peer, name: &[u8]) -> Result<(), Option<hyper::Re
             return ctx.ns.remove(name).map_err(|_| None);
         }
     }
+    Err(Some(text(
+        StatusCode::CONFLICT,
+        "the stream was replaced again and again while being removed; try again",
+    )))
 }
 
 #[cfg(test)]
