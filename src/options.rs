@@ -94,6 +94,14 @@ pub struct KernelOptions {
     pub noatime: bool,
 }
 
+impl KernelOptions {
+    /// The root directory's mode: open to everyone (sticky, like /tmp) when other users
+    /// may use the mount, else only its user writes it.
+    pub fn root_mode(allow_other: bool) -> u32 {
+        if allow_other { 0o1777 } else { 0o755 }
+    }
+}
+
 /// Everything `-o` can set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSettings {
@@ -112,6 +120,21 @@ pub struct MountSettings {
     pub nats: crate::nats::Settings,
     /// The HTTP gateway (`http=ADDR`, `http_token=FILE`, ...): see `http/config.rs`.
     pub http: crate::http::config::HttpOptions,
+}
+
+impl MountSettings {
+    /// The metadata of a stream that `creator` (uid, gid) makes with `mode` under its own
+    /// `umask`: the `uid=`/`gid=` options replace its ids, `umask=` clears bits on top.
+    pub fn new_meta(&self, creator: (u32, u32), mode: u32, umask: u32) -> crate::stream::Meta {
+        let now = std::time::SystemTime::now();
+        crate::stream::Meta {
+            mode: mode & 0o7777 & !(umask | self.umask.unwrap_or(0)),
+            uid: self.uid.unwrap_or(creator.0),
+            gid: self.gid.unwrap_or(creator.1),
+            crtime: now,
+            ctime: now,
+        }
+    }
 }
 
 impl Default for MountSettings {

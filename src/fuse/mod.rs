@@ -200,15 +200,7 @@ impl StreamFs {
     }
 
     fn new_meta(&self, req: &Request, mode: u32, umask: u32) -> Meta {
-        let now = SystemTime::now();
-        let mask = umask | self.settings.umask.unwrap_or(0);
-        Meta {
-            mode: mode & 0o7777 & !mask,
-            uid: self.settings.uid.unwrap_or(req.uid()),
-            gid: self.settings.gid.unwrap_or(req.gid()),
-            crtime: now,
-            ctime: now,
-        }
+        self.settings.new_meta((req.uid(), req.gid()), mode, umask)
     }
 }
 
