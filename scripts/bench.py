@@ -34,7 +34,9 @@ REPS_GIVEN = int(os.environ.get("SFS_REPS") or 0)
 REPS = REPS_GIVEN or (3 if QUICK else 5)
 SCENARIOS = ["throughput", "fanout", "latency", "memory", "small", "ring", "late", "hostile", "waiting",
              "start", "http"]
-ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or SCENARIOS
+ONLY = [s for s in (os.environ.get("SFS_ONLY") or "").split(",") if s] or list(SCENARIOS)
+# Run only when asked for: it needs nats-server (scripts/test installs it).
+SCENARIOS.append("nats")
 LATENCY = os.path.join(os.path.dirname(NULLFS), "latency")  # cargo example, beside nullfs
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -2116,6 +2118,15 @@ def scenario_http():
     bench_http.scenario(sys.modules[__name__])
 
 
+# ---------------------------------------------------------------------------------------------
+# Streams on NATS JetStream (scripts/bench_nats.py; only with --only nats).
+
+def scenario_nats():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_nats
+    bench_nats.run(sys.modules[__name__])
+
+
 def goals_table():
     out("## Goals")
     out()
@@ -2160,7 +2171,7 @@ def main():
         pass
     what = MODE
     if MODE != "soak":
-        what += f", {REPS} rounds" + (f", only {','.join(ONLY)}" if ONLY != SCENARIOS else "")
+        what += f", {REPS} rounds" + (f", only {','.join(ONLY)}" if ONLY != SCENARIOS[:-1] else "")
     out(f"**streamfs bench** ({what}): "
         f"{os.cpu_count()} CPUs ({cpu_model()}), kernel {os.uname().release}, load average "
         f"{loadavg()}{maxp}")

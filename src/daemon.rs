@@ -305,6 +305,21 @@ fn tune_allocator() -> io::Result<()> {
         .map(drop)
 }
 
+/// The metadata of streams made on other hosts: the mount's owner options, or the daemon's
+/// user, with mode 0666 less the mount's umask (default 022).
+fn remote_meta(m: &MountSettings) -> crate::stream::Meta {
+    // SAFETY: geteuid and getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let now = std::time::SystemTime::now();
+    crate::stream::Meta {
+        mode: 0o666 & !m.umask.unwrap_or(0o022),
+        uid: m.uid.unwrap_or(uid),
+        gid: m.gid.unwrap_or(gid),
+        crtime: now,
+        ctime: now,
+    }
+}
+
 /// Mounts and serves until unmounted or signalled; `gateway` (bound already, so that its
 /// address is checked before anything is mounted) serves the same streams over HTTP.
 pub fn run(mut s: DaemonSettings, gateway: Option<crate::http::Gateway>) -> Result<(), StartError> {
@@ -360,6 +375,14 @@ fn serve(
             max_readers: l.max_readers,
         },
     ));
+    // The distributed engine, when chosen: connected (and the existing streams listed)
+    // before anything is mounted, its runtime started here, after the fork.
+    if s.mount.nats.enabled() {
+        let meta = remote_meta(&s.mount);
+        if let Err(e) = crate::nats::Nats::start(&s.mount.nats, &ns, meta) {
+            return Err(fail(&mut report, StartError::Other(e.replace('\n', " "))));
+        }
+    }
     // The gateway's runtime starts here, after the fork, before the mount: a client that
     // comes early finds no stream yet, as on an empty mount.
     if let Some(g) = gateway {

@@ -132,12 +132,11 @@ pub fn typed(text: &str) -> Json {
             None => !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
         }
     };
-    if decimal {
-        if let Ok(f) = t.parse::<f64>() {
-            if f.is_finite() {
-                return Json::Num(f.to_string());
-            }
-        }
+    if decimal
+        && let Ok(f) = t.parse::<f64>()
+        && f.is_finite()
+    {
+        return Json::Num(f.to_string());
     }
     Json::Str(t.to_string())
 }

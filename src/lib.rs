@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod engine;
 pub mod escape;
 pub mod fuse;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod logging;
 pub mod memory;
 pub mod mpegts;
 pub mod namespace;
+pub mod nats;
 pub mod options;
 pub mod ratelimit;
 pub mod size;

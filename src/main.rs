@@ -150,6 +150,15 @@ struct Cli {
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     ring_buffer_size: Option<String>,
 
+    /// Share the streams with every host mounted on these NATS JetStream servers
+    /// (nats://HOST:PORT, comma-separated); overrides -o backend
+    #[arg(long, value_name = "URLS")]
+    backend: Option<String>,
+
+    /// NATS credentials file for --backend; overrides -o nats_creds
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+
     /// Stay in the foreground, logging to stderr
     #[arg(short = 'f', long)]
     foreground: bool,
@@ -395,6 +404,8 @@ fn mount_settings(
     channel_buffer_size: Option<&str>,
     ring_buffer_size: Option<&str>,
     http: &streamfs::http::config::HttpArgs,
+    // --backend and --nats-creds.
+    nats: (Option<&str>, Option<&std::path::Path>),
 ) -> Result<MountSettings, String> {
     let mut mount = MountSettings::default();
     for o in options {
@@ -409,6 +420,14 @@ fn mount_settings(
     if let Some(v) = ring_buffer_size {
         mount.budgets.ring = parse_ring_size(v).map_err(|e| flag_err("--ring-buffer-size", e))?;
     }
+    if let Some(v) = nats.0 {
+        mount.nats.urls =
+            streamfs::nats::settings::parse_backend(v).map_err(|e| flag_err("--backend", e))?;
+    }
+    if let Some(f) = nats.1 {
+        mount.nats.creds = Some(f.to_path_buf());
+    }
+    mount.nats.check(&mount.policy).map_err(|e| e.to_string())?;
     http.apply(&mut mount)?;
     mount.http.check()?;
     Ok(mount)
@@ -420,16 +439,17 @@ fn settings(cli: Cli) -> Result<DaemonSettings, SetupError> {
         cli.channel_buffer_size.as_deref(),
         cli.ring_buffer_size.as_deref(),
         &cli.http,
+        (cli.backend.as_deref(), cli.nats_creds.as_deref()),
     )?;
     let (source, mountpoint) = match cli.paths.as_slice() {
         [mp] => (None, mp.clone()),
         [src, mp] => (Some(src.clone()), mp.clone()),
         _ => unreachable!("clap takes one or two paths"),
     };
-    if let Some(src) = source {
-        if mount.fsname == "streamfs" {
-            mount.fsname = src.to_string_lossy().into_owned();
-        }
+    if let Some(src) = source
+        && mount.fsname == "streamfs"
+    {
+        mount.fsname = src.to_string_lossy().into_owned();
     }
     let invalid = |e: io::Error| {
         if control::is_dead_mount_error(&e) {
@@ -518,6 +538,7 @@ fn main() -> ExitCode {
                 channel_buffer_size.as_deref(),
                 ring_buffer_size.as_deref(),
                 &http,
+                (None, None),
             ) {
                 Ok(m) => m,
                 Err(e) => return usage_error(e),

@@ -51,6 +51,8 @@ pub struct Namespace {
     pool: Arc<Pool>,
     /// Most streams at once.
     max_streams: usize,
+    /// The engine sharing the namespace with other hosts, when there is one (`engine.rs`).
+    engine: std::sync::OnceLock<Arc<dyn crate::engine::Engine>>,
 }
 
 /// What a namespace may hold at most.
@@ -93,7 +95,18 @@ impl Namespace {
             next_id: AtomicU64::new(FIRST_STREAM_ID),
             pool: Pool::new(limits.max_memory, limits.max_readers),
             max_streams: limits.max_streams,
+            engine: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares the namespace with other hosts through `engine` from now on (once: later
+    /// calls are ignored). Set before any stream exists.
+    pub fn set_engine(&self, engine: Arc<dyn crate::engine::Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    pub fn engine(&self) -> Option<&Arc<dyn crate::engine::Engine>> {
+        self.engine.get()
     }
 
     /// The namespace's memory pool (limit, bytes in use, readers).
@@ -118,6 +131,28 @@ impl Namespace {
     /// `InvalidName`/`NameTooLong` for a name a new stream may not take (see
     /// [`check_new_name`]), and with `TooManyStreams` when `max_streams` exist.
     pub fn create(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
+        let Some(engine) = self.engine() else {
+            return self.adopt(name, meta);
+        };
+        if let Some(s) = self.lookup(name) {
+            return Ok((s, false));
+        }
+        check_new_name(name)?;
+        if self.inner.lock().closed {
+            return Err(StreamError::Removed);
+        }
+        if self.len() >= self.max_streams {
+            return Err(StreamError::TooManyStreams);
+        }
+        // Made on every host first; the local copy follows (as it does on the others).
+        engine.create(name)?;
+        self.adopt(name, meta)
+    }
+
+    /// [`Namespace::create`] without asking the engine: for a stream that exists in it
+    /// already (another host made it), or when there is no engine. A new stream is attached
+    /// to the engine before its name is visible, so that no write to it can bypass it.
+    pub fn adopt(&self, name: &[u8], meta: Meta) -> Result<(Arc<Stream>, bool), StreamError> {
         // Room for one more stream's state, made (by shedding) before any lock is taken;
         // the stream charges it itself once made.
         let room = self.pool.reserve(crate::memory::STREAM_COST);
@@ -138,6 +173,9 @@ impl Namespace {
         room?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Stream::with_policy(id, self.defaults, self.policy, meta, self.pool.clone());
+        if let Some(engine) = self.engine() {
+            engine.attach(name, &stream);
+        }
         inner.by_name.insert(name.to_vec(), id);
         inner.by_id.insert(id, (name.to_vec(), stream.clone()));
         Ok((stream, true))
@@ -159,8 +197,42 @@ impl Namespace {
         self.inner.lock().by_id.get(&id).map(|(_, s)| s.clone())
     }
 
-    /// Removes the name and ends its stream (readers get EOF after their queue).
+    /// Removes the name and ends its stream (readers get EOF after their queue); with an
+    /// engine, on every host.
     pub fn remove(&self, name: &[u8]) -> Result<(), StreamError> {
+        if let Some(engine) = self.engine() {
+            if self.lookup(name).is_none() {
+                return Err(StreamError::NotFound);
+            }
+            engine.remove(name)?;
+        }
+        self.forget(name)
+    }
+
+    /// Removes `name` from this host only, if it still names `stream`: for an engine whose
+    /// stream is gone (another host removed it). Returns whether it did.
+    pub fn forget_stream(&self, name: &[u8], stream: &Arc<Stream>) -> bool {
+        {
+            let mut inner = self.inner.lock();
+            match inner.by_name.get(name) {
+                Some(id) if Arc::ptr_eq(&inner.by_id[id].1, stream) => {
+                    let id = *id;
+                    inner.by_name.remove(name);
+                    inner.by_id.remove(&id);
+                }
+                _ => return false,
+            }
+        }
+        stream.remove();
+        true
+    }
+
+    /// Every live stream with its name.
+    pub fn named_streams(&self) -> Vec<(Vec<u8>, Arc<Stream>)> {
+        self.inner.lock().by_id.values().cloned().collect()
+    }
+
+    fn forget(&self, name: &[u8]) -> Result<(), StreamError> {
         let stream = {
             let mut inner = self.inner.lock();
             let id = inner.by_name.remove(name).ok_or(StreamError::NotFound)?;
@@ -173,6 +245,10 @@ impl Namespace {
     /// Renames a stream; a stream already named `to` is removed first (as rename(2) does).
     /// With `no_replace`, an existing `to` fails with `Exists` instead.
     pub fn rename(&self, from: &[u8], to: &[u8], no_replace: bool) -> Result<(), StreamError> {
+        if self.engine().is_some() {
+            // Not atomic across hosts: refused rather than half done.
+            return Err(StreamError::Unsupported);
+        }
         let replaced = {
             let mut inner = self.inner.lock();
             let id = *inner.by_name.get(from).ok_or(StreamError::NotFound)?;

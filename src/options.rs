@@ -94,6 +94,14 @@ pub struct KernelOptions {
     pub noatime: bool,
 }
 
+impl KernelOptions {
+    /// The root directory's mode: open to everyone (sticky, like /tmp) when other users
+    /// may use the mount, else only its user writes it.
+    pub fn root_mode(allow_other: bool) -> u32 {
+        if allow_other { 0o1777 } else { 0o755 }
+    }
+}
+
 /// Everything `-o` can set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSettings {
@@ -108,8 +116,25 @@ pub struct MountSettings {
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
     pub limits: Limits,
+    /// The distributed engine's options (`backend`, `nats_*`); no backend: the local one.
+    pub nats: crate::nats::Settings,
     /// The HTTP gateway (`http=ADDR`, `http_token=FILE`, ...): see `http/config.rs`.
     pub http: crate::http::config::HttpOptions,
+}
+
+impl MountSettings {
+    /// The metadata of a stream that `creator` (uid, gid) makes with `mode` under its own
+    /// `umask`: the `uid=`/`gid=` options replace its ids, `umask=` clears bits on top.
+    pub fn new_meta(&self, creator: (u32, u32), mode: u32, umask: u32) -> crate::stream::Meta {
+        let now = std::time::SystemTime::now();
+        crate::stream::Meta {
+            mode: mode & 0o7777 & !(umask | self.umask.unwrap_or(0)),
+            uid: self.uid.unwrap_or(creator.0),
+            gid: self.gid.unwrap_or(creator.1),
+            crtime: now,
+            ctime: now,
+        }
+    }
 }
 
 impl Default for MountSettings {
@@ -129,6 +154,7 @@ impl Default for MountSettings {
                 max_ring_buffer_size: None,
                 max_channel_buffer_size: None,
             },
+            nats: crate::nats::Settings::default(),
             http: crate::http::config::HttpOptions::default(),
         }
     }
@@ -309,7 +335,18 @@ const IGNORED_KEYS: &[&str] = &["subtype", "max_read", "blksize", "comment"];
 impl MountSettings {
     /// Applies one `-o` string (comma-separated). Later options win over earlier ones.
     pub fn apply_options(&mut self, opts: &str) -> Result<(), OptionError> {
+        let mut items: Vec<String> = Vec::new();
         for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            // `backend=nats://a:1,nats://b:2`: a URL after a backend URL belongs to it.
+            match items.last_mut() {
+                Some(last) if last.starts_with("backend=") && opt.contains("://") => {
+                    last.push(',');
+                    last.push_str(opt);
+                }
+                _ => items.push(opt.to_string()),
+            }
+        }
+        for opt in &items {
             self.apply_option(opt)?;
         }
         Ok(())
@@ -320,6 +357,9 @@ impl MountSettings {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        if let Some(r) = value.and_then(|v| self.nats.apply(key, v)) {
+            return r;
+        }
         let k = &mut self.kernel;
         match (key, value) {
             ("channel_buffer_size", Some(v)) => self.budgets.channel = parse_channel_size(v)?,
@@ -374,6 +414,12 @@ impl MountSettings {
                 | "max_readers"
                 | "max_ring_buffer_size"
                 | "max_channel_buffer_size"
+                | "backend"
+                | "nats_creds"
+                | "nats_replicas"
+                | "nats_storage"
+                | "nats_prefix"
+                | "nats_timeout"
                 | "http"
                 | "http_token"
                 | "http_read_token"

@@ -196,6 +196,8 @@ pub struct MountSnapshot {
     pub ring_buffer_size: u64,
     pub slow_reader: SlowReader,
     pub on_writer_close: OnWriterClose,
+    /// Where the streams live: `local`, or the engine's connection state (`nats://...`).
+    pub backend: String,
 }
 
 impl MountSnapshot {
@@ -224,6 +226,7 @@ impl MountSnapshot {
                 "on_writer_close",
                 Value::Text(on_writer_close_name(self.on_writer_close).into()),
             ),
+            ("backend", Value::Text(self.backend.clone())),
         ]
     }
 }
@@ -292,6 +295,10 @@ impl MountSnapshot {
             ring_buffer_size: ns.defaults().ring,
             slow_reader: ns.default_policy().slow_reader,
             on_writer_close: ns.default_policy().on_writer_close,
+            backend: ns
+                .engine()
+                .map(|e| e.status())
+                .unwrap_or_else(|| "local".into()),
         }
     }
 }

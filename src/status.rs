@@ -202,6 +202,9 @@ pub fn render_table(status: &Status) -> String {
             None => out.push('\n'),
         }
     }
+    if let Some(backend) = mount("backend").filter(|b| !b.is_empty() && b != "local") {
+        let _ = writeln!(out, "backend: {}", printable(&backend));
+    }
     out
 }
 

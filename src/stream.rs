@@ -264,6 +264,12 @@ pub enum StreamError {
     /// A start offset older than the ring's oldest byte: that history is gone.
     #[error("that offset is older than the ring's oldest byte")]
     TooOld,
+    /// The engine that shares the stream with other hosts could not be reached in time.
+    #[error("the engine holding the stream cannot be reached")]
+    Unavailable,
+    /// What cannot hold for a stream shared with other hosts (e.g. rename).
+    #[error("not supported for a stream shared by several hosts")]
+    Unsupported,
 }
 
 /// Whether a read may park.
@@ -343,6 +349,9 @@ pub struct Stream {
     state: Mutex<State>,
     /// The namespace's memory, reader count and parked-operation count.
     pool: Arc<Pool>,
+    /// Where writes go instead of being applied, when an engine shares the stream with other
+    /// hosts (see `engine.rs`); set once, when the stream is attached.
+    publisher: std::sync::OnceLock<Arc<dyn crate::engine::Publisher>>,
     /// The media type front doors announce for the stream (`content_type`); opaque here.
     content_type: Mutex<Option<std::sync::Arc<str>>>,
 }
@@ -366,6 +375,7 @@ impl Stream {
             id,
             state: Mutex::new(State::new(budgets, policy, meta, pool.clone())),
             pool,
+            publisher: std::sync::OnceLock::new(),
             content_type: Mutex::new(None),
         });
         s.pool.register_stream(&s);
@@ -639,9 +649,50 @@ impl Stream {
         })
     }
 
+    /// Makes `publisher` take this stream's writes from now on (once; later calls are
+    /// ignored). Its writes come back through [`Stream::apply_remote`].
+    pub fn set_publisher(&self, publisher: Arc<dyn crate::engine::Publisher>) {
+        let _ = self.publisher.set(publisher);
+    }
+
+    /// The publisher of a stream shared with other hosts.
+    pub fn publisher(&self) -> Option<&Arc<dyn crate::engine::Publisher>> {
+        self.publisher.get()
+    }
+
+    /// Applies one whole write that the engine delivers, in its order (a shared stream
+    /// refuses `Block`, so it never parks). Returns false when the stream was removed.
+    pub fn apply_remote(&self, parts: Vec<Chunk>) -> bool {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit_parts(
+            parts,
+            0,
+            Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        );
+        rx.try_recv().unwrap_or(true)
+    }
+
+    /// Counts `writes` writes (`bytes` bytes, when known) that this host lost before any of
+    /// its readers could have them (the engine's retention evicted them, or a part of them),
+    /// as dropped for the stream and for every reader that receives writes.
+    pub fn count_lost(&self, writes: u64, bytes: u64) {
+        let mut st = self.lock();
+        st.dropped_writes += writes;
+        st.dropped_bytes += bytes;
+        for r in st.readers.iter_mut().filter(|r| r.fate == Fate::Open) {
+            r.dropped_writes += writes;
+            r.dropped_bytes += bytes;
+        }
+    }
+
     /// Answers a blocked write with [`StreamError::Interrupted`] if it is still waiting;
     /// nothing of it was written. Returns whether it was waiting.
     pub fn cancel_write(&self, write: u64) -> bool {
+        if let Some(p) = self.publisher() {
+            return p.cancel(write);
+        }
         self.with_state(|st, pool, deferred| {
             let Some(pos) = st.blocked.iter().position(|w| w.id == write) else {
                 return (false, 0);

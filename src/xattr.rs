@@ -143,6 +143,27 @@ fn within(name: &str, value: &str, v: u64, max: u64, limit: &str) -> Result<u64,
     Ok(v)
 }
 
+/// Refuses a policy that cannot hold across hosts for a stream an engine shares.
+fn shared_policy_ok(
+    stream: &Stream,
+    value: &str,
+    change: impl FnOnce(&mut crate::stream::Policy),
+) -> Result<(), SetError> {
+    if stream.publisher().is_none() {
+        return Ok(());
+    }
+    let mut p = stream.stats().policy;
+    change(&mut p);
+    match crate::engine::shared_policy_problem(&p) {
+        Some((option, _)) => Err(SetError::Invalid(crate::options::OptionError {
+            option: option.to_string(),
+            value: value.to_string(),
+            reason: "cannot hold across hosts with --backend".to_string(),
+        })),
+        None => Ok(()),
+    }
+}
+
 /// Applies `setfattr -n user.streamfs.NAME -v VALUE` to a stream (NAME without the prefix),
 /// validated like the mount options and bounded by `limits`.
 pub fn apply_setting(
@@ -177,10 +198,12 @@ pub fn apply_setting(
         }
         b"slow_reader" => {
             let v = parse_slow_reader(value).map_err(SetError::Invalid)?;
+            shared_policy_ok(stream, value, |p| p.slow_reader = v)?;
             stream.update_policy(|p| p.slow_reader = v);
         }
         b"on_writer_close" => {
             let v = parse_on_writer_close(value).map_err(SetError::Invalid)?;
+            shared_policy_ok(stream, value, |p| p.on_writer_close = v)?;
             stream.update_policy(|p| p.on_writer_close = v);
         }
         b"start" => {

@@ -49,16 +49,7 @@ if a != b:
 "#;
 
 fn status_json(m: &Mount) -> String {
-    let out = Command::new(bin())
-        .args(["status", "--json"])
-        .arg(&m.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(bin()).args(["status", "--json"]).arg(&m.path));
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -213,16 +213,7 @@ fn umount_is_busy_while_a_stream_is_open_and_stop_ends_readers() {
     assert!(err.contains("busy"), "{err}");
     assert!(is_mounted(&m.path));
     let pid = xattr_u64(&m.path, "pid");
-    let out = Command::new(bin())
-        .arg("stop")
-        .arg(&m.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(bin()).arg("stop").arg(&m.path));
     assert_eq!(r.read_to_eof(HANG), b"queued");
     assert!(r.wait(HANG).success());
     assert!(!is_mounted(&m.path));

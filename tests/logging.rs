@@ -49,16 +49,7 @@ impl Daemonized {
 
     /// Stops the mount and waits for its daemon to exit.
     fn stop(&mut self) {
-        let out = Command::new(bin())
-            .arg("stop")
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new(bin()).arg("stop").arg(&self.path));
         let pid = self.pid.take().unwrap();
         wait_for("the daemon to exit", HANG, || process_gone(pid.into()));
     }

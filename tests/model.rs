@@ -1470,13 +1470,14 @@ impl Harness {
         if matches!(start.from, Origin::Live) && r < e {
             cover(Cover::LiveAfterHistory);
         }
-        if let Some((res, pr)) = probed.filter(|p| p.1 == r) {
-            if !matches!(start.from, Origin::Back(_)) && !fallback {
-                self.check(res == Ok((s, e)), || {
+        if let Some((res, pr)) = probed.filter(|p| p.1 == r)
+            && !matches!(start.from, Origin::Back(_))
+            && !fallback
+        {
+            self.check(res == Ok((s, e)), || {
                     format!("{how}: the reader starts at {s} (end {e}); resolve said {res:?} (ring from {pr})")
                 });
-                cover(Cover::ResolveAgrees);
-            }
+            cover(Cover::ResolveAgrees);
         }
         if i.removed {
             self.check(rs.queued_bytes == 0, || "a removed stream replays".into());

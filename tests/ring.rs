@@ -314,24 +314,19 @@ fn small_writes_share_blocks_in_the_pool() {
 
 /// Writes `n` writes of `len` bytes to `path` with one write(2) each, from python.
 fn python_writes(path: &std::path::Path, len: usize, n: usize) {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import os, sys\n\
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import os, sys\n\
              fd = os.open(sys.argv[1], os.O_WRONLY)\n\
              n, size = int(sys.argv[2]), int(sys.argv[3])\n\
              for k in range(n):\n\
              \x20   os.write(fd, b'%0*d\\n' % (size - 1, k))\n",
-        )
-        .arg(path)
-        .arg(n.to_string())
-        .arg(len.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            )
+            .arg(path)
+            .arg(n.to_string())
+            .arg(len.to_string()),
     );
 }
 

@@ -652,7 +652,7 @@ fn a_reader_opened_at(from: Origin) {
         Origin::Offset(o) => assert_eq!(first, o, "an exact offset starts there"),
         Origin::Start => assert_eq!(first, 0, "the ring holds everything"),
         _ => assert!(
-            at == whole.len() || at % 3 == 0 && whole[at + 2] == 0,
+            at == whole.len() || at.is_multiple_of(3) && whole[at + 2] == 0,
             "{from:?} starts at {at}, not at a write in {whole:?}"
         ),
     }

@@ -21,21 +21,16 @@ fn write_each(path: &Path, writes: &[&str]) {
         .iter()
         .map(|w| w.bytes().map(|b| format!("{b:02x}")).collect())
         .collect();
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import os, sys\n\
+    run_ok(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import os, sys\n\
              fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n\
              for h in sys.argv[2:]:\n    os.write(fd, bytes.fromhex(h))\n",
-        )
-        .arg(path)
-        .args(&hex)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            )
+            .arg(path)
+            .args(&hex),
     );
 }
 

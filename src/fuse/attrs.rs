@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
 use super::{MAX_REQUEST, PAGE_SIZE, ROOT, StreamFs};
+use crate::options::KernelOptions;
 use crate::stream::Stream;
 
 impl StreamFs {
@@ -19,11 +20,7 @@ impl StreamFs {
             ctime: self.mounted_at,
             crtime: self.mounted_at,
             kind: FileType::Directory,
-            perm: if self.settings.kernel.allow_other {
-                0o777 | 0o1000
-            } else {
-                0o755
-            } as u16,
+            perm: KernelOptions::root_mode(self.settings.kernel.allow_other) as u16,
             nlink: 2,
             uid: self.owner.0,
             gid: self.owner.1,

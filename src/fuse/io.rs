@@ -45,10 +45,12 @@ pub struct Handle {
 impl writes::Finish for Handle {
     fn finish_idle(&self, generation: u64) {
         let mut t = self.track.lock();
-        if t.generation == generation && !t.cut_short() && t.take_open() {
-            if let Some(w) = &self.writer {
-                w.finish(0, ignore_result());
-            }
+        if t.generation == generation
+            && !t.cut_short()
+            && t.take_open()
+            && let Some(w) = &self.writer
+        {
+            w.finish(0, ignore_result());
         }
     }
 }
@@ -60,16 +62,16 @@ impl Handle {
     pub fn end_open_unit(&self) {
         let mut t = self.track.lock();
         let cut_short = t.cut_short();
-        if t.take_open() {
-            if let Some(w) = &self.writer {
-                if cut_short {
-                    let lost = w.abandon();
-                    log::warn!(
-                        "a write cut short by its writer's end was dropped ({lost} bytes received)"
-                    );
-                } else {
-                    w.finish(0, ignore_result());
-                }
+        if t.take_open()
+            && let Some(w) = &self.writer
+        {
+            if cut_short {
+                let lost = w.abandon();
+                log::warn!(
+                    "a write cut short by its writer's end was dropped ({lost} bytes received)"
+                );
+            } else {
+                w.finish(0, ignore_result());
             }
         }
     }
@@ -101,6 +103,9 @@ pub fn errno(e: StreamError) -> i32 {
         StreamError::NameTooLong => libc::ENAMETOOLONG,
         // A start offset whose bytes left the ring: "result out of range", never a gap.
         StreamError::TooOld => libc::ERANGE,
+        // The engine shared with other hosts did not answer in time: an I/O error.
+        StreamError::Unavailable => libc::EIO,
+        StreamError::Unsupported => libc::EOPNOTSUPP,
     }
 }
 

@@ -200,15 +200,7 @@ impl StreamFs {
     }
 
     fn new_meta(&self, req: &Request, mode: u32, umask: u32) -> Meta {
-        let now = SystemTime::now();
-        let mask = umask | self.settings.umask.unwrap_or(0);
-        Meta {
-            mode: mode & 0o7777 & !mask,
-            uid: self.settings.uid.unwrap_or(req.uid()),
-            gid: self.settings.gid.unwrap_or(req.gid()),
-            crtime: now,
-            ctime: now,
-        }
+        self.settings.new_meta((req.uid(), req.gid()), mode, umask)
     }
 }
 
@@ -691,10 +683,8 @@ impl Filesystem for StreamFs {
         if let Some(reader) = &h.reader {
             let schedule = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
             let wake: crate::stream::Wake = Box::new(move || {
-                if schedule {
-                    if let Err(e) = ph.notify() {
-                        debug!("poll notification not delivered: {e}");
-                    }
+                if schedule && let Err(e) = ph.notify() {
+                    debug!("poll notification not delivered: {e}");
                 }
             });
             match reader.poll(wake) {

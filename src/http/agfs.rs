@@ -4,12 +4,12 @@
 //! status codes, except `404` (not `500`) for a missing stream and `409` for creating one
 //! that exists.
 
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody};
 use super::server::{Ctx, not_allowed, typed};
 use super::streams::{Framing, label, open, read_headers, stream_error, upload};
@@ -133,7 +133,7 @@ fn listing(ctx: &Ctx) -> String {
 }
 
 /// Routes `/api/v1/...`, every error answered as the original's `{"error": "..."}`.
-pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     let r = dispatch(req, ctx, remote).await;
     if !(r.status().is_client_error() || r.status().is_server_error()) {
         return r;
@@ -155,7 +155,7 @@ pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Resp
     }
 }
 
-async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let m = req.method().clone();
@@ -191,7 +191,10 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Respo
             match target(ctx, &query) {
                 Ok(Target::Root) => json(StatusCode::OK, root_info() + "\n"),
                 Ok(Target::Stream(n)) => match ctx.ns.lookup(&n) {
-                    Some(s) => json(StatusCode::OK, file_info(&n, &s) + "\n"),
+                    Some(s) => match access::check(ctx, remote, Op::Read(&s.meta())) {
+                        Ok(()) => json(StatusCode::OK, file_info(&n, &s) + "\n"),
+                        Err(r) => r,
+                    },
                     None => error(StatusCode::NOT_FOUND, "no such file or directory"),
                 },
                 Err(r) => r,
@@ -205,21 +208,26 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Respo
             let write_alias = path == "/api/v1/write";
             match m {
                 Method::GET if !write_alias => read(&req, ctx, &name, &query, remote),
-                Method::PUT => append(req, ctx, &name).await,
-                Method::POST if write_alias => append(req, ctx, &name).await,
+                Method::PUT => append(req, ctx, &name, remote).await,
+                Method::POST if write_alias => append(req, ctx, &name, remote).await,
                 Method::POST => match ctx.ns.lookup(&name) {
                     Some(_) => error(StatusCode::CONFLICT, "file already exists"),
-                    None => match ctx.ns.create(&name, ctx.new_meta()) {
-                        Ok(_) => message(StatusCode::CREATED, "file created"),
-                        Err(e) => {
+                    None => match access::check(ctx, remote, Op::Create)
+                        .map(|()| ctx.ns.create(&name, access::new_meta(ctx, remote)))
+                    {
+                        Err(r) => r,
+                        Ok(Ok((_, true))) => message(StatusCode::CREATED, "file created"),
+                        Ok(Ok((_, false))) => error(StatusCode::CONFLICT, "file already exists"),
+                        Ok(Err(e)) => {
                             let (status, msg) = stream_error(&e);
                             error(status, &msg)
                         }
                     },
                 },
-                Method::DELETE if !write_alias => match ctx.ns.remove(&name) {
+                Method::DELETE if !write_alias => match access::remove(ctx, remote, &name) {
                     Ok(()) => message(StatusCode::OK, "deleted"),
-                    Err(_) => error(StatusCode::NOT_FOUND, "no such file or directory"),
+                    Err(Some(refused)) => refused,
+                    Err(None) => error(StatusCode::NOT_FOUND, "no such file or directory"),
                 },
                 _ if write_alias => not_allowed("PUT, POST"),
                 _ => not_allowed("GET, PUT, POST, DELETE"),
@@ -235,7 +243,7 @@ fn read(
     ctx: &Ctx,
     name: &[u8],
     query: &Query,
-    remote: SocketAddr,
+    remote: Peer,
 ) -> Response<Body> {
     if !query.flag("stream") {
         return error(
@@ -246,6 +254,9 @@ fn read(
     let Some(stream) = ctx.ns.lookup(name) else {
         return error(StatusCode::NOT_FOUND, "no such file or directory");
     };
+    if let Err(r) = access::check(ctx, remote, Op::Read(&stream.meta())) {
+        return r;
+    }
     let reader = match open(&stream, query.get("from"), label(req, remote)) {
         Ok(r) => r,
         Err(r) => return r,
@@ -265,8 +276,8 @@ fn read(
 }
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
-async fn append(req: Request<ReqBody>, ctx: &Ctx, name: &[u8]) -> Response<Body> {
-    match upload(req, ctx, name, Framing::Frames).await {
+async fn append(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
+    match upload(req, ctx, name, Framing::Frames, remote).await {
         Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
         Err(r) => r,
     }

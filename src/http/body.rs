@@ -96,10 +96,10 @@ impl ReaderBody {
             return Poll::Ready(None);
         };
         if self.holding {
-            if let Some(h) = &mut self.hold {
-                if h.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+            if let Some(h) = &mut self.hold
+                && h.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
             }
             self.holding = false;
         }
@@ -155,10 +155,10 @@ impl ReaderBody {
 
     /// Cancels a parked read and unregisters the reader: the client is gone or done.
     fn release(&mut self) {
-        if let (Some(reader), Some(read)) = (&self.reader, self.parked.take()) {
-            if read != u64::MAX {
-                reader.stream().cancel_read(reader.id(), read);
-            }
+        if let (Some(reader), Some(read)) = (&self.reader, self.parked.take())
+            && read != u64::MAX
+        {
+            reader.stream().cancel_read(reader.id(), read);
         }
         self.reader = None;
     }

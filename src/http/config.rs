@@ -254,14 +254,14 @@ impl HttpArgs {
                 &self.http_api_prefix,
             ),
         ] {
-            if let Some(v) = v {
-                if let Some(Err(e)) = m.http.apply(key, v) {
-                    return Err(format!(
-                        "invalid {flag} '{}': {}",
-                        e.value.escape_debug(),
-                        e.reason
-                    ));
-                }
+            if let Some(v) = v
+                && let Some(Err(e)) = m.http.apply(key, v)
+            {
+                return Err(format!(
+                    "invalid {flag} '{}': {}",
+                    e.value.escape_debug(),
+                    e.reason
+                ));
             }
         }
         Ok(())

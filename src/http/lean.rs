@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
+use super::access::Peer;
 use super::body::{Body, ReqBody};
 use super::server::{Ctx, HEADER_TIMEOUT, MAX_HEAD, Open, handle};
 
@@ -67,6 +68,7 @@ enum Step {
 /// head and answering it run boxed, and so does hyper.
 pub async fn serve(stream: TcpStream, ctx: Arc<Ctx>, remote: SocketAddr, open: Open) {
     let _open = open;
+    let remote = Peer::of(&ctx, remote, &stream);
     let mut buf = Vec::new();
     loop {
         match Box::pin(request(&stream, &ctx, remote, &mut buf)).await {
@@ -93,7 +95,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Ctx>, remote: SocketAddr, open: O
 }
 
 /// Reads a head, answers it and writes the answer's head (and a fixed body).
-async fn request(stream: &TcpStream, ctx: &Ctx, remote: SocketAddr, buf: &mut Vec<u8>) -> Step {
+async fn request(stream: &TcpStream, ctx: &Ctx, remote: Peer, buf: &mut Vec<u8>) -> Step {
     let deadline = Instant::now() + HEADER_TIMEOUT;
     let (req, len) = match read_head(stream, buf, deadline).await {
         Head::Lean(req, len) => (req, len),

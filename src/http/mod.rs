@@ -5,17 +5,20 @@
 //! any fork), limits and authorizes connections and routes requests; `lean` reads request
 //! heads and writes live responses without hyper's buffers; `streams` is the
 //! native API (`/streams/NAME`), `agfs` the original server's API (`/api/v1/...`), `body`
-//! the live response bodies, `observe` the listings, metrics and status page.
+//! the live response bodies, `observe` the listings, metrics and status page; `access`
+//! gives a tokenless local client its user's rights on the mount, found by `peer`.
 
 // Handlers return their error answers as `Err(Response)`: one per request, moved once, so
 // their size costs nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod agfs;
 pub mod body;
 pub mod config;
 pub mod lean;
 pub mod observe;
+pub mod peer;
 pub mod server;
 pub mod streams;
 pub mod url;

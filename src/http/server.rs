@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -14,12 +14,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{error, info, warn};
 
+use super::access::Peer;
 use super::body::{Body, ReqBody};
 use super::config::read_token;
 use super::observe::{self, HttpStats};
 use crate::namespace::Namespace;
 use crate::options::MountSettings;
-use crate::stream::Meta;
 
 /// How long a client may take to send a request's headers (a slowloris is cut after it).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,23 +62,6 @@ pub struct Ctx {
     /// The compatibility API's path prefix (`/streamfs`), or empty.
     pub api_prefix: String,
     pub mount: MountSettings,
-}
-
-impl Ctx {
-    /// The metadata of a stream created over HTTP: owned by the mount's `uid`/`gid` (else
-    /// the daemon's user), mode 0644 less the mount's `umask`.
-    pub fn new_meta(&self) -> Meta {
-        let now = SystemTime::now();
-        // SAFETY: geteuid and getegid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        Meta {
-            mode: 0o644 & !self.mount.umask.unwrap_or(0),
-            uid: self.mount.uid.unwrap_or(uid),
-            gid: self.mount.gid.unwrap_or(gid),
-            crtime: now,
-            ctime: now,
-        }
-    }
 }
 
 /// A gateway bound to its address and holding its tokens, not serving yet: made before the
@@ -138,8 +121,8 @@ impl Gateway {
         let loopback = addr.ip().is_loopback();
         if !loopback && !ctx.auth.required() {
             warn!(
-                "http: {addr} is not a loopback address, and no --http-token is set: anyone \
-                 who reaches it can read, write and remove every stream"
+                "http: {addr} is not a loopback address, and no --http-token is set: a client \
+                 on another host that reaches it can read, write and remove every stream"
             );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,12 +193,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
 
 /// Serves the rest of a connection with hyper: every request but the live `GET`s
 /// `lean.rs` answers; `timeout` bounds the time to the end of the first head.
-pub async fn serve_hyper(
-    io: super::lean::Replay,
-    ctx: Arc<Ctx>,
-    remote: SocketAddr,
-    timeout: Duration,
-) {
+pub async fn serve_hyper(io: super::lean::Replay, ctx: Arc<Ctx>, remote: Peer, timeout: Duration) {
     let service = {
         let ctx = ctx.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -295,7 +273,7 @@ pub fn typed(content_type: &'static str, body: impl Into<String>) -> Response<Bo
     r
 }
 
-pub async fn handle(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+pub async fn handle(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = route(req, ctx, remote).await;
@@ -395,11 +373,14 @@ fn has_body(req: &Request<ReqBody>) -> bool {
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: SocketAddr) -> Response<Body> {
+async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     if req.method() == Method::OPTIONS {
         return preflight(ctx);
     }
     if let Err(r) = authorize(&req, &ctx.auth) {
+        return r;
+    }
+    if let Err(r) = super::access::check(ctx, remote, super::access::Op::List) {
         return r;
     }
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE) && has_body(&req) {

@@ -2,13 +2,13 @@
 //! statistics), `PUT`/`POST` (append the body, creating the stream), `DELETE` (rm). Maps each
 //! request onto the core's `Stream`, `Reader` and `Writer`, and core errors onto statuses.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody, SseBody};
 use super::server::{Ctx, not_allowed, text};
 use super::url::Query;
@@ -55,6 +55,9 @@ pub fn stream_error(e: &StreamError) -> (StatusCode, String) {
         StreamError::NoMemory | StreamError::TooManyStreams => StatusCode::INSUFFICIENT_STORAGE,
         StreamError::TooManyReaders => StatusCode::SERVICE_UNAVAILABLE,
         StreamError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+        // The engine shared with other hosts (NATS) did not answer in time.
+        StreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        StreamError::Unsupported => StatusCode::NOT_IMPLEMENTED,
     };
     (status, e.to_string())
 }
@@ -65,19 +68,17 @@ fn error_response(e: &StreamError) -> Response<Body> {
 }
 
 /// `/streams/NAME`.
-pub async fn stream(
-    req: Request<ReqBody>,
-    ctx: &Ctx,
-    name: &[u8],
-    remote: SocketAddr,
-) -> Response<Body> {
+pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
     match *req.method() {
         Method::GET => match read(&req, ctx, name, remote) {
             Ok(r) => r,
             Err(r) => r,
         },
         Method::HEAD => match ctx.ns.lookup(name) {
-            Some(s) => head(&s),
+            Some(s) => match access::check(ctx, remote, Op::Read(&s.meta())) {
+                Ok(()) => head(&s),
+                Err(r) => r,
+            },
             None => no_stream(name),
         },
         Method::PUT | Method::POST => {
@@ -86,7 +87,7 @@ pub async fn stream(
                 Ok(f) => f,
                 Err(r) => return r,
             };
-            match upload(req, ctx, name, framing).await {
+            match upload(req, ctx, name, framing, remote).await {
                 Ok((stream, _)) => {
                     let mut r = Response::new(Body::empty());
                     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -96,14 +97,14 @@ pub async fn stream(
                 Err(r) => r,
             }
         }
-        Method::DELETE => match ctx.ns.remove(name) {
+        Method::DELETE => match access::remove(ctx, remote, name) {
             Ok(()) => {
                 log::info!("http: stream {} removed", crate::escape::escape_bytes(name));
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
-            Err(_) => no_stream(name),
+            Err(refused) => refused.unwrap_or_else(|| no_stream(name)),
         },
         _ => not_allowed("GET, HEAD, PUT, POST, DELETE"),
     }
@@ -132,7 +133,7 @@ fn set_type(r: &mut Response<Body>, s: &Stream) {
 }
 
 /// The reader's label in listings: the client's address and its user agent.
-pub fn label(req: &Request<ReqBody>, remote: SocketAddr) -> String {
+pub fn label(req: &Request<ReqBody>, remote: Peer) -> String {
     let agent = req.headers().get(header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
@@ -192,9 +193,10 @@ fn read(
     req: &Request<ReqBody>,
     ctx: &Ctx,
     name: &[u8],
-    remote: SocketAddr,
+    remote: Peer,
 ) -> Result<Response<Body>, Response<Body>> {
     let stream = ctx.ns.lookup(name).ok_or_else(|| no_stream(name))?;
+    access::check(ctx, remote, Op::Read(&stream.meta()))?;
     let query = Query::parse(req.uri().query());
     let accept_sse = req
         .headers()
@@ -345,6 +347,7 @@ pub async fn upload(
     ctx: &Ctx,
     name: &[u8],
     framing: Framing,
+    remote: Peer,
 ) -> Result<(Arc<Stream>, u64), Response<Body>> {
     let len = length(&req)?;
     if let Some(n) = len.filter(|n| *n > MAX_WRITE) {
@@ -356,7 +359,7 @@ pub async fn upload(
             ),
         ));
     }
-    let (stream, created) = ctx.ns.create(name, ctx.new_meta()).map_err(|e| match e {
+    let (stream, created) = access::create(ctx, remote, name, |e| match e {
         // The namespace refuses new streams only once it is shut down.
         StreamError::Removed => text(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
         e => error_response(&e),

@@ -160,6 +160,19 @@ impl Writer {
     pub fn finish(&self, tag: u32, done: WriteDone) -> Option<u64> {
         let parts = std::mem::take(&mut *self.unit.lock());
         self.give_back();
+        if let Some(publisher) = self.stream.publisher() {
+            // Shared with other hosts: the write reaches this host's readers too through the
+            // engine, in the engine's order.
+            if self.stream.is_removed() {
+                done(Err(StreamError::Removed));
+                return None;
+            }
+            if parts.is_empty() {
+                done(Ok(()));
+                return None;
+            }
+            return publisher.publish(parts, done);
+        }
         self.stream.submit_parts(parts, tag, done)
     }
 

@@ -3,6 +3,9 @@
 //! never hangs in cleanup (lazy unmount as the last resort).
 #![allow(dead_code)]
 
+pub mod nats;
+pub mod records;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +29,17 @@ pub fn require_fuse() {
 /// Whether `path` is a mount point now.
 pub fn is_mounted(path: &Path) -> bool {
     streamfs::daemon::is_mount_point(path)
+}
+
+/// Runs `cmd` to its end and asserts it succeeded (its stderr is the failure message).
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Waits for `cond` up to `limit`; the limit only detects hangs, it never paces the test.
