@@ -44,8 +44,8 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
                             owner may setfattr (default: the mount's own budgets)
   http=ADDR                 serve the streams over HTTP too (PORT alone: loopback); also
                             http_token=FILE, http_read_token=FILE, http_cors=ORIGIN,
-                            http_api_prefix=PATH, http_max_connections=N (default 20000):
-                            the --http flags below
+                            http_api_prefix=PATH, http_max_connections=N (default 20000),
+                            http_coalesce=MS (default 60; 0: off): the --http flags below
   ro, nosuid, nodev, noexec, noatime, fsname=NAME
   Generic mount options (rw, auto, noauto, user, users, _netdev, nofail, x-*, ...) are
   accepted and ignored.

@@ -425,7 +425,8 @@ impl MountSettings {
                 | "http_read_token"
                 | "http_cors"
                 | "http_api_prefix"
-                | "http_max_connections",
+                | "http_max_connections"
+                | "http_coalesce",
                 None,
             ) => {
                 return Err(err(

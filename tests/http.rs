@@ -1,6 +1,6 @@
 //! The HTTP gateway on a real mount, with real clients (curl, ffmpeg, Python): live reads
 //! with replay, uploads read on the mount as they arrive, resume by offset, slow and killed
-//! clients, atomic bodies, and the answers to bad requests.
+//! clients, atomic bodies, the answers to bad requests, and short reads held to batch them.
 
 mod common;
 
@@ -395,5 +395,52 @@ for line in r.iter_lines():
     let want = b"4 one\n8 two\n14 three\nresumed three\nfrom the query two\n";
     assert_eq!(py.read_at_least(want.len(), HANG), want);
     assert!(py.wait(HANG).success());
+    cat.close();
+}
+
+/// Reads `s` into `got` until it holds `want`.
+fn read_until(s: &mut std::net::TcpStream, got: &mut Vec<u8>, want: &[u8]) {
+    use std::io::Read;
+    while !got.windows(want.len()).any(|w| w == want) {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("the answer goes on");
+        assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(want));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_short_read_holds_the_next_for_http_coalesce_but_a_write_after_a_pause_goes_at_once() {
+    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "http_coalesce=1000"]);
+    let port = m.http_port();
+    let cam = m.file("cam1");
+    let mut cat = Cat::new(&cam);
+    cat.write(b"a");
+    wait_for("the first write", HANG, || {
+        cam.exists() && xattr_u64(&cam, "bytes_written") == 1
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(HANG)).unwrap();
+    s.write_all(b"GET /streams/cam1?from=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"\r\n1\r\na\r\n");
+    let first = Instant::now();
+    // Two writes while the next read is held: they come together, a second later.
+    cat.write(b"b");
+    cat.write(b"c");
+    read_until(&mut s, &mut got, b"\r\n2\r\nbc\r\n");
+    let held = first.elapsed();
+    assert!(held >= Duration::from_millis(500), "sent after {held:?}");
+    // The hold is over: a write after the pause goes at once.
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
+    cat.write(b"d");
+    read_until(&mut s, &mut got, b"\r\n1\r\nd\r\n");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     cat.close();
 }

@@ -31,6 +31,11 @@ fn head_tells_the_statistics_and_setfattr_sets_the_content_type() {
     w.write_all(&[b'a'; 3000]).unwrap();
     w.write_all(&[b'b'; 100]).unwrap();
     drop(w);
+    // The kernel sends FUSE's release after close(2) has returned: the writer is gone soon
+    // after, not at once.
+    wait_for("the writer's release", Duration::from_secs(5), || {
+        head(port, "/streams/cam1", "").contains("stream-writers: 0")
+    });
     let h = head(port, "/streams/cam1", "");
     for want in [
         "http/1.1 200",

@@ -6,12 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{self, Op, Peer};
-use super::body::{Body, ReaderBody};
+use super::body::{Body, ReaderBody, ReqBody};
 use super::server::{Ctx, not_allowed, typed};
 use super::streams::{Framing, label, open, read_headers, stream_error, upload};
 use super::url::{Query, json_string};
@@ -134,7 +133,7 @@ fn listing(ctx: &Ctx) -> String {
 }
 
 /// Routes `/api/v1/...`, every error answered as the original's `{"error": "..."}`.
-pub async fn route(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Body> {
+pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     let r = dispatch(req, ctx, remote).await;
     if !(r.status().is_client_error() || r.status().is_server_error()) {
         return r;
@@ -156,7 +155,7 @@ pub async fn route(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<
     }
 }
 
-async fn dispatch(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Body> {
+async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let m = req.method().clone();
@@ -240,7 +239,7 @@ async fn dispatch(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<B
 
 /// `GET /api/v1/files?path=&stream=true`: the live read (replay, then live data).
 fn read(
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     ctx: &Ctx,
     name: &[u8],
     query: &Query,
@@ -263,7 +262,10 @@ fn read(
         Err(r) => return r,
     };
     let offset = reader.stats().start;
-    let mut r = Response::new(Body::Stream(ReaderBody::new(reader)));
+    let mut r = Response::new(Body::Stream(ReaderBody::with_coalesce(
+        reader,
+        ctx.mount.http.coalesce,
+    )));
     read_headers(&mut r, &stream, offset);
     // The original always answers octet-stream here.
     r.headers_mut().insert(
@@ -274,7 +276,7 @@ fn read(
 }
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
-async fn append(req: Request<Incoming>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
+async fn append(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
     match upload(req, ctx, name, Framing::Frames, remote).await {
         Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
         Err(r) => r,

@@ -1,7 +1,9 @@
 //! Response bodies: a live stream read from a core [`Reader`] (raw bytes, or Server-Sent
-//! Events of its lines), and small fixed bodies. The stream's body pulls: hyper polls it only
-//! when its write buffer has room, so a slow client is a slow core reader and the stream's
-//! `slow_reader` policy applies to it. Knows nothing of routes.
+//! Events of its lines), and small fixed bodies; and the body of a request, hyper's or none
+//! (a request whose head the gateway parsed itself takes no body). The stream's body pulls:
+//! its sender (`lean.rs`, or hyper) polls it only once the socket took the previous frame,
+//! so a slow client is a slow core reader and the stream's `slow_reader` policy applies.
+//! Knows nothing of routes.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -19,6 +21,11 @@ use crate::stream::{ReadMode, ReadOutcome, Reader};
 /// range of its shared chunk whatever this is; one that is behind gets small writes
 /// coalesced into one frame (the core copies them) and large ones cut into ranges of this.
 const READ_MAX: usize = 256 << 10;
+
+/// A read of at least this much is sent without waiting for more (see
+/// [`ReaderBody::with_coalesce`]): sends this large cost the kernel little more per byte
+/// than larger ones.
+pub const COALESCE_TARGET: usize = 32 << 10;
 
 /// The tag of the gateway's parked reads (the core keeps it for watchdogs).
 const TAG: u32 = 0;
@@ -53,22 +60,49 @@ pub struct ReaderBody {
     slot: Arc<Mutex<Slot>>,
     /// The id of the read parked in the core, until its answer is taken.
     parked: Option<u64>,
+    /// How long a short read holds back the next one (zero: never).
+    coalesce: Duration,
+    /// Until when the next read waits, so that the writes arriving meanwhile come as one
+    /// (the core gathers a reader's pending writes into one read); made on first use.
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
+    holding: bool,
 }
 
 impl ReaderBody {
+    /// Every read sent as soon as it comes.
     pub fn new(reader: Reader) -> ReaderBody {
         ReaderBody {
             reader: Some(reader),
             slot: Arc::default(),
             parked: None,
+            coalesce: Duration::ZERO,
+            hold: None,
+            holding: false,
         }
     }
 
+    /// After a read shorter than [`COALESCE_TARGET`], the next waits `coalesce`: at a low
+    /// rate, sends are fewer and larger (the kernel's cost is per send), each byte later by
+    /// up to `coalesce`; a reader behind or a fast stream gets long reads and never waits.
+    pub fn with_coalesce(reader: Reader, coalesce: Duration) -> ReaderBody {
+        let mut body = ReaderBody::new(reader);
+        body.coalesce = coalesce;
+        body
+    }
+
     /// The next outcome of the core: at once, or `Pending` with the waker kept.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<crate::stream::Bytes>> {
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<crate::stream::Bytes>> {
         let Some(reader) = &self.reader else {
             return Poll::Ready(None);
         };
+        if self.holding {
+            if let Some(h) = &mut self.hold
+                && h.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
+            self.holding = false;
+        }
         if self.parked.is_none() {
             let slot = self.slot.clone();
             let deliver = Box::new(move |o: ReadOutcome| {
@@ -100,7 +134,17 @@ impl ReaderBody {
         };
         self.parked = None;
         match outcome {
-            ReadOutcome::Data(b) => Poll::Ready(Some(b)),
+            ReadOutcome::Data(b) => {
+                if !self.coalesce.is_zero() && b.len() < COALESCE_TARGET {
+                    let until = tokio::time::Instant::now() + self.coalesce;
+                    match &mut self.hold {
+                        Some(h) => h.as_mut().reset(until),
+                        None => self.hold = Some(Box::pin(tokio::time::sleep_until(until))),
+                    }
+                    self.holding = true;
+                }
+                Poll::Ready(Some(b))
+            }
             // Removed, session over, cut off (or a cancellation): the clean end of the body.
             ReadOutcome::Eof | ReadOutcome::Interrupted | ReadOutcome::WouldBlock => {
                 self.release();
@@ -180,6 +224,41 @@ fn event(out: &mut Vec<u8>, id: u64, line: &[u8]) {
     let text = String::from_utf8_lossy(line).replace('\r', "");
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// A request's body: hyper's, or none at all.
+pub enum ReqBody {
+    Hyper(hyper::body::Incoming),
+    Empty,
+}
+
+impl http_body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
 }
 
 /// A response body: a live stream, its SSE events, or a fixed body.

@@ -2,7 +2,8 @@
 //! requests onto `Namespace`, `Stream`, `Reader` and `Writer` and knows nothing of FUSE.
 //!
 //! `config` parses its options; `server` binds (before mounting), runs the runtime (after
-//! any fork), limits and authorizes connections and routes requests; `streams` is the
+//! any fork), limits and authorizes connections and routes requests; `lean` reads request
+//! heads and writes live responses without hyper's buffers; `streams` is the
 //! native API (`/streams/NAME`), `agfs` the original server's API (`/api/v1/...`), `body`
 //! the live response bodies, `observe` the listings, metrics and status page; `access`
 //! gives a tokenless local client its user's rights on the mount, found by `peer`.
@@ -15,6 +16,7 @@ pub mod access;
 pub mod agfs;
 pub mod body;
 pub mod config;
+pub mod lean;
 pub mod observe;
 pub mod peer;
 pub mod server;

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{error, info, warn};
 
 use super::access::Peer;
-use super::body::Body;
+use super::body::{Body, ReqBody};
 use super::config::read_token;
 use super::observe::{self, HttpStats};
 use crate::namespace::Namespace;
@@ -25,7 +25,7 @@ use crate::options::MountSettings;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head; a larger one is answered `431`.
-const MAX_HEAD: usize = 32 << 10;
+pub const MAX_HEAD: usize = 32 << 10;
 
 /// The headers a browser script may read from a cross-origin response.
 const EXPOSED: &str = "Stream-Offset, Stream-Next-Offset, Stream-Ring-Start, Stream-Readers, \
@@ -186,31 +186,33 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
             .with_interval(Duration::from_secs(10));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let open = Open(ctx.stats.clone());
+        tokio::spawn(super::lean::serve(stream, ctx.clone(), remote, open));
+    }
+}
+
+/// Serves the rest of a connection with hyper: every request but the live `GET`s
+/// `lean.rs` answers; `timeout` bounds the time to the end of the first head.
+pub async fn serve_hyper(io: super::lean::Replay, ctx: Arc<Ctx>, remote: Peer, timeout: Duration) {
+    let service = {
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let remote = Peer::of(&ctx, remote, &stream);
-            let _open = Open(ctx.stats.clone());
-            let service = {
-                let ctx = ctx.clone();
-                hyper::service::service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &ctx, remote).await) }
-                })
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                log::debug!("http: {remote}: {e}");
-            }
-        });
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(handle(req.map(ReqBody::Hyper), &ctx, remote).await) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        log::debug!("http: {remote}: {e}");
     }
 }
 
 /// Counts a connection as open until dropped, however its task ends.
-struct Open(Arc<HttpStats>);
+pub struct Open(Arc<HttpStats>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -271,7 +273,7 @@ pub fn typed(content_type: &'static str, body: impl Into<String>) -> Response<Bo
     r
 }
 
-async fn handle(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Body> {
+pub async fn handle(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = route(req, ctx, remote).await;
@@ -296,7 +298,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Bod
 
 /// Whether the request carries a token that allows it: `Authorization: Bearer TOKEN`, or
 /// `?access_token=TOKEN` (RFC 6750) for what a browser opens itself (the status page).
-fn authorize(req: &Request<Incoming>, auth: &Auth) -> Result<(), Response<Body>> {
+fn authorize(req: &Request<ReqBody>, auth: &Auth) -> Result<(), Response<Body>> {
     if !auth.required() {
         return Ok(());
     }
@@ -364,14 +366,14 @@ fn preflight(ctx: &Ctx) -> Response<Body> {
 }
 
 /// Whether a request that takes no body came with one.
-fn has_body(req: &Request<Incoming>) -> bool {
+fn has_body(req: &Request<ReqBody>) -> bool {
     let h = req.headers();
     h.contains_key(header::TRANSFER_ENCODING)
         || h.get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-async fn route(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Body> {
+async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
     if req.method() == Method::OPTIONS {
         return preflight(ctx);
     }
@@ -388,7 +390,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx, remote: Peer) -> Response<Body
         );
     }
     let path = req.uri().path().to_string();
-    let get_only = |req: &Request<Incoming>, f: &dyn Fn() -> Response<Body>| {
+    let get_only = |req: &Request<ReqBody>, f: &dyn Fn() -> Response<Body>| {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             f()
         } else {

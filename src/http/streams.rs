@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{self, Op, Peer};
-use super::body::{Body, ReaderBody, SseBody};
+use super::body::{Body, ReaderBody, ReqBody, SseBody};
 use super::server::{Ctx, not_allowed, text};
 use super::url::Query;
 use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
@@ -69,12 +68,7 @@ fn error_response(e: &StreamError) -> Response<Body> {
 }
 
 /// `/streams/NAME`.
-pub async fn stream(
-    req: Request<Incoming>,
-    ctx: &Ctx,
-    name: &[u8],
-    remote: Peer,
-) -> Response<Body> {
+pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
     match *req.method() {
         Method::GET => match read(&req, ctx, name, remote) {
             Ok(r) => r,
@@ -139,7 +133,7 @@ fn set_type(r: &mut Response<Body>, s: &Stream) {
 }
 
 /// The reader's label in listings: the client's address and its user agent.
-pub fn label(req: &Request<Incoming>, remote: Peer) -> String {
+pub fn label(req: &Request<ReqBody>, remote: Peer) -> String {
     let agent = req.headers().get(header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
@@ -196,7 +190,7 @@ pub fn read_headers(r: &mut Response<Body>, stream: &Stream, offset: u64) {
 
 /// `GET`: the stream from its start position, raw or as SSE.
 fn read(
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     ctx: &Ctx,
     name: &[u8],
     remote: Peer,
@@ -250,7 +244,10 @@ fn read(
     let mut r = if sse {
         Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
     } else {
-        Response::new(Body::Stream(ReaderBody::new(reader)))
+        Response::new(Body::Stream(ReaderBody::with_coalesce(
+            reader,
+            ctx.mount.http.coalesce,
+        )))
     };
     read_headers(&mut r, &stream, offset);
     if sse {
@@ -329,7 +326,7 @@ async fn commit(stream: &Stream, writer: &Writer, data: Option<&[u8]>) -> Result
     r
 }
 
-fn length(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
+fn length(req: &Request<ReqBody>) -> Result<Option<u64>, Response<Body>> {
     match req.headers().get(header::CONTENT_LENGTH) {
         None => Ok(None),
         Some(v) => v
@@ -346,7 +343,7 @@ fn length(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
 /// is written as it arrives, cut by `framing`. The upload is one of the stream's writers
 /// while it lasts. Returns the stream and the body's length.
 pub async fn upload(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     ctx: &Ctx,
     name: &[u8],
     framing: Framing,
@@ -398,7 +395,7 @@ pub async fn upload(
 async fn write_body(
     stream: &Arc<Stream>,
     writer: &Writer,
-    mut body: Incoming,
+    mut body: ReqBody,
     len: Option<u64>,
     framing: Framing,
 ) -> Result<u64, Response<Body>> {
@@ -485,7 +482,7 @@ async fn write_body(
 /// The body's next frame if it is here already: `Some(None)` at its end, `None` when it
 /// would wait.
 async fn now(
-    body: &mut Incoming,
+    body: &mut ReqBody,
 ) -> Option<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
     std::future::poll_fn(|cx| {
         use hyper::body::Body as _;
