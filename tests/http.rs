@@ -290,7 +290,7 @@ print("badframe", r.status_code)
 }
 
 #[test]
-fn python_reads_resume_by_offset_with_no_gap_and_old_offsets_are_gone() {
+fn python_reads_resume_by_offset_or_name_at_offset_with_no_gap_and_old_offsets_are_gone() {
     let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "ring_buffer_size=64KB"]);
     let port = m.http_port();
     let s = m.file("log");
@@ -329,7 +329,7 @@ print(off, len(got))
     let script = r#"
 import sys, urllib.request
 port, d = sys.argv[1], sys.argv[2]
-r = urllib.request.urlopen(f"http://127.0.0.1:{port}/streams/log?from=333")
+r = urllib.request.urlopen(f"http://127.0.0.1:{port}/streams/log@333")
 assert r.headers["Stream-Offset"] == "333", r.headers
 rest = r.read(2000 - 333)
 open(d + "/rest", "wb").write(rest)
@@ -348,6 +348,12 @@ print(len(rest))
     let (status, text) = http_get(port, "/streams/log?from=0", "");
     assert_eq!(status, 410, "{text}");
     assert!(text.contains("older than the ring"), "{text}");
+    // NAME@SPEC in the path is ?from=SPEC, as on the mount; not both.
+    let (status, text) = http_get(port, "/streams/log@0", "");
+    assert_eq!(status, 410, "{text}");
+    let (status, text) = http_get(port, "/streams/log@live?from=start", "");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("two starts"), "{text}");
     cat.close();
 }
 

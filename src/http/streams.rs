@@ -195,9 +195,26 @@ fn read(
     name: &[u8],
     remote: Peer,
 ) -> Result<Response<Body>, Response<Body>> {
+    // `GET /streams/NAME@SPEC` is `?from=SPEC`, as `NAME@SPEC` is on the mount (no stream's
+    // name holds an `@`).
+    let (name, path_spec) = match name.iter().position(|&b| b == b'@') {
+        Some(at) => (&name[..at], Some(&name[at + 1..])),
+        None => (name, None),
+    };
     let stream = ctx.ns.lookup(name).ok_or_else(|| no_stream(name))?;
     access::check(ctx, remote, Op::Read(&stream.meta()))?;
     let query = Query::parse(req.uri().query());
+    let path_spec = match path_spec.map(std::str::from_utf8) {
+        Some(Err(_)) => return Err(text(StatusCode::BAD_REQUEST, "invalid start: not UTF-8")),
+        Some(Ok(_)) if query.bytes("from").is_some() => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "two starts: NAME@SPEC in the path and ?from=; give one",
+            ));
+        }
+        Some(Ok(spec)) => Some(spec),
+        None => None,
+    };
     let accept_sse = req
         .headers()
         .get(header::ACCEPT)
@@ -237,7 +254,7 @@ fn read(
                 ));
             }
         },
-        None => query.get("from"),
+        None => query.get("from").or(path_spec),
     };
     let reader = open(&stream, from, label(req, remote))?;
     let offset = reader.stats().start;
