@@ -184,6 +184,55 @@ fn readers_of_one_write_share_its_bytes_and_a_read_across_writes_gathers() {
     assert_ne!(y1.as_ptr(), y2.as_ptr());
 }
 
+/// Small writes live in the stream's open block, which a read copies; when two readers or
+/// more read at least 1 KiB of it, the first read seals the block and every reader shares
+/// the one chunk (what keeps 5,000 HTTP listeners from each holding a copy).
+#[test]
+fn readers_of_small_writes_share_a_sealed_block_from_1_kib_on() {
+    // (readers, bytes of 100-byte writes, whether the readers' reads share one buffer)
+    let cases = [
+        (2, 1100, true),
+        (3, 4000, true),
+        (2, 900, false),
+        (1, 4000, false),
+    ];
+    for (readers, total, shared) in cases {
+        let (s, _) = stream(1 << 20, 1 << 20);
+        let rs: Vec<_> = (0..readers)
+            .map(|i| s.open_reader(format!("r{i}")).unwrap())
+            .collect();
+        let w = s.open_writer();
+        let writes: Vec<Vec<u8>> = (0..total / 100).map(|k| pattern(k as u64, 100)).collect();
+        for d in &writes {
+            w.write(d).unwrap();
+        }
+        let got: Vec<_> = rs
+            .iter()
+            .map(|r| match read_now(r, 1 << 20) {
+                ReadOutcome::Data(d) => d,
+                other => panic!("expected data, got {other:?}"),
+            })
+            .collect();
+        for g in &got {
+            assert_eq!(&**g, writes.concat().as_slice(), "case {readers} {total}");
+        }
+        if readers > 1 {
+            assert_eq!(
+                got[0].as_ptr() == got[1].as_ptr(),
+                shared,
+                "readers {readers}, {total} bytes"
+            );
+        }
+        // A late joiner replays the same bytes whether the block was sealed or not.
+        let late = s.open_reader("late".into()).unwrap();
+        assert_eq!(
+            drain(&late, 1 << 20).0,
+            writes.concat(),
+            "case {readers} {total}"
+        );
+    }
+}
+
 #[test]
 fn every_reader_receives_every_write_fanout() {
     let (s, _) = stream(1 << 20, 0);
