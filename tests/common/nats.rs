@@ -195,6 +195,24 @@ impl Cluster {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// Each node's log lines that tell what the cluster did (elections, leaders, catch-ups,
+    /// warnings and errors), for a failing test to print: a loss or stall seen by a host is
+    /// read against what the servers did at the time.
+    pub fn events(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                ["[WRN]", "[ERR]", "leader", "atchup", "election", "WAL"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            }) {
+                out.push_str(&format!("{}: {line}\n", n.name));
+            }
+        }
+        out
+    }
+
     /// The name of the leader of JetStream stream `js_name`, as a running node reports it.
     pub fn stream_leader(&self, js_name: &str) -> Option<String> {
         for n in self.nodes.iter().filter(|n| n.running()) {
