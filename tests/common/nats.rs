@@ -203,11 +203,21 @@ impl Cluster {
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             for line in text.lines().filter(|l| {
-                ["[WRN]", "[ERR]", "leader", "atchup", "election", "WAL"]
+                ["stream", "atchup", "election", "WAL", "RAFT"]
                     .iter()
                     .any(|w| l.contains(w))
             }) {
                 out.push_str(&format!("{}: {line}\n", n.name));
+            }
+        }
+        // Each running node's own view of its stream replicas (messages, first and last
+        // sequence): replicas that disagree lost or gained something in an election.
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let body = http_get(n.http, "/jsz?streams=true&consumers=true").unwrap_or_default();
+            let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            for at in body.match_indices("\"state\":{").map(|(i, _)| i) {
+                let end = body[at..].find('}').map_or(body.len(), |e| at + e + 1);
+                out.push_str(&format!("{} jsz: {}\n", n.name, &body[at..end]));
             }
         }
         out
