@@ -139,12 +139,17 @@ fn killing_the_connected_node_then_the_leader_loses_and_repeats_nothing() {
         }
         let got = parse(r.drain());
         let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
+        // A missing write that is not the last is counted as dropped (the host saw the
+        // writer's next one): the engine lost it. Only a missing last write can be a stall.
         assert!(
             got == want,
-            "{host}: {} of {n} records, missing {missing:?}, last {:?}; log:\n{}",
+            "{host}: {} of {n} records, missing {missing:?}, last {:?}, dropped_writes {}; \
+             log:\n{}\nservers:\n{}",
             got.len(),
             got.last(),
-            m.log_text()
+            xattr_u64(&m.file("cam"), "dropped_writes"),
+            m.log_text(),
+            nats.events()
         );
     }
     for m in [&a, &b] {

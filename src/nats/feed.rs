@@ -23,6 +23,10 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A consumer no feed pulls from is removed by the server after this.
 const INACTIVE: Duration = Duration::from_secs(10);
 
+/// The most messages of one gap fetched one by one from the leader; a longer gap (a host
+/// far behind) is counted as lost.
+const MAX_FILL: u64 = 10_000;
+
 /// Wait before making the consumer again after a failure.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
@@ -110,6 +114,10 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
             let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
                 continue;
             };
+            if seq > asm.next_seq() && !fill_gap(&js, &js_name, seq, &mut asm, &mut events).await {
+                // The leader did not answer: the next consumer resumes where the gap began.
+                break;
+            }
             let id = m
                 .headers
                 .as_ref()
@@ -143,4 +151,48 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
         }
         tokio::time::sleep(RETRY_AFTER).await;
     }
+}
+
+/// Fetches from the stream's leader the messages before `upto` that the consumer skipped
+/// and pushes them in order. A consumer on a replica that has not caught up (a server just
+/// restarted with an empty memory store) delivers the next message it has, past messages
+/// the stream still holds: they are not lost, only missing there. What the leader no
+/// longer has (evicted) stays a gap, counted by the assembler. Returns false when the
+/// leader could not be asked.
+async fn fill_gap(
+    js: &jetstream::Context,
+    js_name: &str,
+    upto: u64,
+    asm: &mut Assembler,
+    events: &mut Vec<Event>,
+) -> bool {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let Ok(mut stream) = js.get_stream(js_name).await else {
+        return false;
+    };
+    let Ok(first) = stream.info().await.map(|i| i.state.first_sequence) else {
+        return false;
+    };
+    let from = asm.next_seq().max(first);
+    if upto.saturating_sub(from) > MAX_FILL {
+        return true;
+    }
+    log::debug!("feed of {js_name}: fetching {from}..{upto} skipped by the consumer");
+    for seq in from..upto {
+        match stream.get_raw_message(seq).await {
+            Ok(m) => {
+                let id = m
+                    .headers
+                    .get("Nats-Msg-Id")
+                    .and_then(|v| parse_id(v.as_str()));
+                asm.push(seq, id, m.payload, events);
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => {
+                log::debug!("feed of {js_name}: fetching {seq}: {e}");
+                return false;
+            }
+        }
+    }
+    true
 }

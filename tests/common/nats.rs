@@ -195,6 +195,34 @@ impl Cluster {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// Each node's log lines that tell what the cluster did (elections, leaders, catch-ups,
+    /// warnings and errors), for a failing test to print: a loss or stall seen by a host is
+    /// read against what the servers did at the time.
+    pub fn events(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            for line in text.lines().filter(|l| {
+                ["stream", "atchup", "election", "WAL", "RAFT"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            }) {
+                out.push_str(&format!("{}: {line}\n", n.name));
+            }
+        }
+        // Each running node's own view of its stream replicas (messages, first and last
+        // sequence): replicas that disagree lost or gained something in an election.
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let body = http_get(n.http, "/jsz?streams=true&consumers=true").unwrap_or_default();
+            let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            for at in body.match_indices("\"state\":{").map(|(i, _)| i) {
+                let end = body[at..].find('}').map_or(body.len(), |e| at + e + 1);
+                out.push_str(&format!("{} jsz: {}\n", n.name, &body[at..end]));
+            }
+        }
+        out
+    }
+
     /// The name of the leader of JetStream stream `js_name`, as a running node reports it.
     pub fn stream_leader(&self, js_name: &str) -> Option<String> {
         for n in self.nodes.iter().filter(|n| n.running()) {
