@@ -24,6 +24,9 @@ const HANG: Duration = Duration::from_secs(30);
 enum Ready {
     /// The stream has this many readers registered.
     Readers(u64),
+    /// This many readers registered, each with a read waiting (a program that checks the
+    /// file before reading, like rsync, is past its checks).
+    Waiting(u64),
     /// The program's output contains this text.
     Output(&'static str),
     /// Nothing (no program, or one that reads nothing before the steps).
@@ -233,6 +236,13 @@ fn run(case: &Case) {
         (!case.program.is_empty()).then(|| Group::start(&r.x(case.program), &r.out, &r.err));
     match case.ready {
         Ready::Readers(n) => wait_readers(&r.stream, n),
+        Ready::Waiting(n) => {
+            wait_readers(&r.stream, n);
+            wait_for(&r.report("the readers' reads to wait"), HANG, || {
+                streamfs::control::get_xattr(&r.stream, "user.streamfs.reader_list")
+                    .is_ok_and(|l| l.lines().all(|l| l.ends_with(" waiting")))
+            });
+        }
         Ready::Output(text) => {
             let text = r.x(text);
             wait_for(&r.report(&format!("{text:?} in the output")), HANG, || {
@@ -431,7 +441,8 @@ cases! {
         mount: &["-o", "ring_buffer_size=0"],
         history: &["hello\n", "world\n"],
         program: "rsync {S} {D}/copy && cat {D}/copy",
-        ready: Readers(1),
+        // rsync stats the file before reading it: the write must come after.
+        ready: Waiting(1),
         steps: &[(Write("abcdefghijklmnop\n"), "abcdefghijkl")],
         end: Exit(0),
         output: "abcdefghijkl",
