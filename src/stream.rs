@@ -280,6 +280,7 @@ impl Stream {
             replay_left,
             live: 0,
             fate,
+            one_run: false,
             start: if skip_until > 0 { skip_until } else { from },
             skip_until,
             parked: VecDeque::new(),
@@ -293,7 +294,8 @@ impl Stream {
             charged: 0,
         };
         reader.sync();
-        st.readers.push(reader);
+        debug_assert!(st.readers.last().is_none_or(|r| r.id < id), "ids only grow");
+        st.readers.push(Box::new(reader));
         Ok(Reader {
             stream: self.clone(),
             id,
@@ -377,6 +379,11 @@ impl Stream {
             } else if mode == ReadMode::NonBlocking {
                 ReadOutcome::WouldBlock
             } else {
+                // Readers park one read at a time but for a few (threads sharing a file):
+                // the first slot is not made room for four.
+                if r.parked.capacity() == 0 {
+                    r.parked.reserve_exact(1);
+                }
                 r.parked.push_back(Parked {
                     id: read_id,
                     tag,
@@ -395,6 +402,40 @@ impl Stream {
                 0
             };
             (None, completed)
+        })
+    }
+
+    /// Takes what reader `id` has queued, without waiting: up to `max` bytes in at most
+    /// `pieces` reads, appended to `out`, each a range of one run (see
+    /// [`Reader::read_runs`]). Tells what is left.
+    fn read_runs(&self, id: u64, max: usize, pieces: usize, out: &mut Vec<Bytes>) -> Readiness {
+        self.with_state(move |st, pool, deferred| {
+            let mut got = 0;
+            let mut taken = false;
+            while got < max && out.len() < pieces {
+                let Some(data) = st.take(id, max - got) else {
+                    break;
+                };
+                got += data.len();
+                out.push(data);
+                taken = true;
+            }
+            let r = st
+                .reader_mut(id)
+                .expect("a Reader is registered until it is dropped");
+            let left = if !r.queue.is_empty() {
+                Readiness::Readable
+            } else if r.fate != Fate::Open {
+                Readiness::Ended
+            } else {
+                Readiness::Waiting
+            };
+            let completed = if taken {
+                st.release_blocked(pool, deferred)
+            } else {
+                0
+            };
+            (left, completed)
         })
     }
 

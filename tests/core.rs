@@ -184,6 +184,82 @@ fn readers_of_one_write_share_its_bytes_and_a_read_across_writes_gathers() {
     assert_ne!(y1.as_ptr(), y2.as_ptr());
 }
 
+/// `read_runs` of a reader set to `one_run` takes a backlog as ranges of its runs, each
+/// shared with the other readers' (nothing copied), at most `pieces` and `max` bytes at a
+/// time, and says what is left; its parked reads end at a run's end too.
+#[test]
+fn read_runs_takes_a_backlog_as_shared_runs_and_says_what_is_left() {
+    // (write sizes, max, pieces): what each call takes, and what is left after it.
+    let cases: [(&[usize], usize, usize, &[(usize, Readiness)]); 4] = [
+        (&[4096, 5000, 8192], 1 << 20, 16, &[(3, Readiness::Waiting)]),
+        (
+            &[4096, 5000, 8192],
+            1 << 20,
+            2,
+            &[(2, Readiness::Readable), (1, Readiness::Waiting)],
+        ),
+        // `max` cuts a run: the rest of it comes first in the next call.
+        (
+            &[4096, 5000],
+            6000,
+            16,
+            &[(2, Readiness::Readable), (1, Readiness::Waiting)],
+        ),
+        (&[], 1 << 20, 16, &[(0, Readiness::Waiting)]),
+    ];
+    for (sizes, max, pieces, calls) in cases {
+        let (s, _) = stream(1 << 20, 0);
+        let (r, other) = (
+            s.open_reader("r".into()).unwrap(),
+            s.open_reader("other".into()).unwrap(),
+        );
+        r.set_one_run();
+        other.set_one_run();
+        let w = s.open_writer();
+        let writes: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, n)| pattern(k as u64, *n))
+            .collect();
+        for d in &writes {
+            w.write(d).unwrap();
+        }
+        let mut got = Vec::new();
+        for (n, left) in calls {
+            let mut out = Vec::new();
+            let mut theirs = Vec::new();
+            assert_eq!(r.read_runs(max, pieces, &mut out), *left, "{sizes:?}");
+            other.read_runs(max, pieces, &mut theirs);
+            assert_eq!(out.len(), *n, "{sizes:?} max {max} pieces {pieces}");
+            assert!(out.iter().map(|b| b.len()).sum::<usize>() <= max);
+            for (mine, theirs) in out.iter().zip(&theirs) {
+                assert_eq!(mine.as_ptr(), theirs.as_ptr(), "shared, not copied");
+                got.extend_from_slice(mine);
+            }
+        }
+        assert_eq!(got, writes.concat(), "{sizes:?}");
+    }
+    // A parked read of such a reader is answered with one run, not a gather.
+    let (s, _) = stream(1 << 20, 1 << 20);
+    let w = s.open_writer();
+    w.write(&pattern(1, 4096)).unwrap();
+    w.write(&pattern(2, 4096)).unwrap();
+    let r = s.open_reader("r".into()).unwrap();
+    r.set_one_run();
+    match read_now(&r, 1 << 20) {
+        ReadOutcome::Data(d) => assert_eq!(&*d, pattern(1, 4096).as_slice()),
+        other => panic!("expected data, got {other:?}"),
+    }
+    drop(w);
+    let mut out = Vec::new();
+    assert_eq!(r.read_runs(1 << 20, 16, &mut out), Readiness::Waiting);
+    assert_eq!(out.len(), 1);
+    s.remove();
+    out.clear();
+    assert_eq!(r.read_runs(1 << 20, 16, &mut out), Readiness::Ended);
+    assert!(out.is_empty());
+}
+
 /// Small writes live in the stream's open block, which a read copies; when two readers or
 /// more read at least 1 KiB of it, the first read seals the block and every reader shares
 /// the one chunk (what keeps 5,000 HTTP listeners from each holding a copy).

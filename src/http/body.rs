@@ -20,7 +20,7 @@ use crate::stream::{ReadMode, ReadOutcome, Reader};
 /// Most bytes asked of the core per read: a reader that keeps up gets each write as a
 /// range of its shared chunk whatever this is; one that is behind gets small writes
 /// coalesced into one frame (the core copies them) and large ones cut into ranges of this.
-const READ_MAX: usize = 256 << 10;
+pub const READ_MAX: usize = 256 << 10;
 
 /// A read of at least this much is sent without waiting for more (see
 /// [`ReaderBody::with_coalesce`]): sends this large cost the kernel little more per byte
@@ -28,7 +28,7 @@ const READ_MAX: usize = 256 << 10;
 pub const COALESCE_TARGET: usize = 32 << 10;
 
 /// The tag of the gateway's parked reads (the core keeps it for watchdogs).
-const TAG: u32 = 0;
+pub const TAG: u32 = 0;
 
 /// How often an idle SSE stream sends a comment, so that proxies and clients with an
 /// inactivity timeout keep it open.
@@ -151,6 +151,15 @@ impl ReaderBody {
                 Poll::Ready(None)
             }
         }
+    }
+
+    /// The reader, for a sender that reads it itself; `None` once the body has read (only
+    /// an unread body is handed over).
+    pub fn into_reader(mut self) -> Option<Reader> {
+        if self.parked.is_some() {
+            return None;
+        }
+        self.reader.take()
     }
 
     /// Cancels a parked read and unregisters the reader: the client is gone or done.

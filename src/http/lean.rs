@@ -22,14 +22,11 @@ use tokio::time::{Duration, Instant};
 
 use super::access::Peer;
 use super::body::{Body, ReqBody};
+use super::send::{Job, MAX_PIPELINED, Rest};
 use super::server::{Ctx, HEADER_TIMEOUT, MAX_HEAD, Open, handle};
 
 /// Most headers a head parsed here may have; one with more goes to hyper, which takes 100.
 const MAX_HEADERS: usize = 48;
-
-/// Bytes of a request sent while a live response is under way (a pipelined request) kept
-/// for after it; a client sending more is closed.
-const MAX_PIPELINED: usize = MAX_HEAD;
 
 /// The end of a head read here.
 // Lives only between reading a head and answering it, in a boxed future: its size costs
@@ -63,16 +60,61 @@ enum Step {
 }
 
 /// Serves one connection: lean `GET`s of streams here, as long as its requests are those,
-/// then the rest of it by hyper. The task lives as long as a listener does, so what it keeps
-/// across the live phase is only the socket, the body and the leftover bytes: reading a
-/// head and answering it run boxed, and so does hyper.
+/// then the rest of it by hyper. A plain live body is sent by a sender thread (`send.rs`),
+/// which gives the connection back when the body ends and it stays open; an SSE body is
+/// sent here, and then what the task keeps is only the socket, the body and the leftover
+/// bytes: reading a head and answering it run boxed, and so does hyper.
 pub async fn serve(stream: TcpStream, ctx: Arc<Ctx>, remote: SocketAddr, open: Open) {
-    let _open = open;
     let remote = Peer::of(&ctx, remote, &stream);
-    let mut buf = Vec::new();
+    run(stream, ctx, remote, open, Vec::new()).await
+}
+
+/// Goes on with a connection a sender gives back, its body over.
+pub async fn resume(rest: Rest) {
+    let Rest {
+        socket,
+        pipelined,
+        ctx,
+        peer,
+        open,
+    } = rest;
+    match TcpStream::from_std(socket) {
+        Ok(stream) => run(stream, ctx, peer, open, pipelined).await,
+        Err(e) => log::debug!("http: {peer}: {e}"),
+    }
+}
+
+async fn run(stream: TcpStream, ctx: Arc<Ctx>, remote: Peer, open: Open, mut buf: Vec<u8>) {
     loop {
         match Box::pin(request(&stream, &ctx, remote, &mut buf)).await {
             Step::Next => {}
+            Step::Live {
+                body,
+                chunked,
+                keep,
+            } if matches!(*body, Body::Stream(_)) => {
+                let Body::Stream(body) = *body else {
+                    unreachable!("matched above")
+                };
+                // A body not read yet always gives its reader.
+                let (Some(reader), Ok(socket)) = (body.into_reader(), stream.into_std()) else {
+                    return;
+                };
+                let rest = Rest {
+                    socket,
+                    pipelined: buf,
+                    ctx: ctx.clone(),
+                    peer: remote,
+                    open,
+                };
+                ctx.senders.adopt(Job {
+                    rest,
+                    reader,
+                    chunked,
+                    keep,
+                });
+                return;
+            }
             Step::Live {
                 body,
                 chunked,
@@ -256,7 +298,7 @@ async fn respond(
     })
 }
 
-/// A live body on its way, sent chunk by chunk as the core hands them over, each written
+/// A live body (SSE) on its way, sent chunk by chunk as the core hands them over, each written
 /// before the next is asked for: a client that reads slowly is a slow core reader. The
 /// client closing, even while no data comes, ends it at once (and releases the reader).
 /// A listener's task waits in it for as long as it listens: written by hand, it is a third
@@ -388,7 +430,7 @@ impl std::future::Future for Live<'_> {
 }
 
 /// Writes a chunk's size line (`{len:x}\r\n`) into `out`, returning its length.
-fn chunk_size(out: &mut [u8; 18], len: usize) -> usize {
+pub(super) fn chunk_size(out: &mut [u8; 18], len: usize) -> usize {
     let digits = (len.max(1).ilog2() / 4 + 1) as usize;
     for i in 0..digits {
         out[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];

@@ -3,7 +3,8 @@
 //!
 //! `config` parses its options; `server` binds (before mounting), runs the runtime (after
 //! any fork), limits and authorizes connections and routes requests; `lean` reads request
-//! heads and writes live responses without hyper's buffers; `streams` is the
+//! heads and writes live responses without hyper's buffers, `send` the threads that then
+//! write plain live bodies from their own epoll loops; `streams` is the
 //! native API (`/streams/NAME`), `agfs` the original server's API (`/api/v1/...`), `body`
 //! the live response bodies, `observe` the listings, metrics and status page; `access`
 //! gives a tokenless local client its user's rights on the mount, found by `peer`.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod lean;
 pub mod observe;
 pub mod peer;
+pub mod send;
 pub mod server;
 pub mod streams;
 pub mod url;

@@ -27,6 +27,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head; a larger one is answered `431`.
 pub const MAX_HEAD: usize = 32 << 10;
 
+/// Runtime worker threads, and sender threads.
+const THREADS: usize = 2;
+
 /// The headers a browser script may read from a cross-origin response.
 const EXPOSED: &str = "Stream-Offset, Stream-Next-Offset, Stream-Ring-Start, Stream-Readers, \
     Stream-Writers, Content-Type";
@@ -62,6 +65,8 @@ pub struct Ctx {
     /// The compatibility API's path prefix (`/streamfs`), or empty.
     pub api_prefix: String,
     pub mount: MountSettings,
+    /// The threads that send plain live bodies.
+    pub senders: super::send::Senders,
 }
 
 /// A gateway bound to its address and holding its tokens, not serving yet: made before the
@@ -109,6 +114,17 @@ impl Gateway {
         raise_fd_limit();
         let addr = self.listener.local_addr()?;
         self.listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(THREADS)
+            .thread_name("http")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let senders = super::send::Senders::start(
+            THREADS,
+            self.mount.http.coalesce,
+            runtime.handle().clone(),
+        )?;
         let stats = Arc::new(HttpStats::default());
         let ctx = Arc::new(Ctx {
             ns,
@@ -117,6 +133,7 @@ impl Gateway {
             cors: self.mount.http.cors.clone(),
             api_prefix: self.mount.http.api_prefix.clone(),
             mount: self.mount,
+            senders,
         });
         let loopback = addr.ip().is_loopback();
         if !loopback && !ctx.auth.required() {
@@ -125,12 +142,6 @@ impl Gateway {
                  on another host that reaches it can read, write and remove every stream"
             );
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("http")
-            .enable_io()
-            .enable_time()
-            .build()?;
         let std_listener = self.listener;
         std::thread::Builder::new()
             .name("http-accept".into())

@@ -28,6 +28,22 @@ impl Reader {
         self.stream.read(self.id, max, mode, tag, deliver)
     }
 
+    /// Takes up to `max` queued bytes in at most `pieces` reads without waiting, appended to
+    /// `out`: each a range of one run, shared when its chunk is sealed, so a front door
+    /// that sends them together (one vectored write) sends a backlog of many writes without
+    /// a copy. Tells what is left: `Readable` (more queued), `Waiting` or `Ended`. Set
+    /// [`Reader::set_one_run`] first, or each take copies what spans runs.
+    pub fn read_runs(&self, max: usize, pieces: usize, out: &mut Vec<super::Bytes>) -> Readiness {
+        self.stream.read_runs(self.id, max, pieces, out)
+    }
+
+    /// Makes every read of this reader end at the end of a run (see [`Reader::read_runs`]).
+    pub fn set_one_run(&self) {
+        if let Some(r) = self.stream.lock().reader_mut(self.id) {
+            r.one_run = true;
+        }
+    }
+
     /// Reports readiness and keeps `wake` (replacing an earlier one) to be called when the
     /// reader next becomes readable from empty, or ends; edge-triggered pollers need it even
     /// when the reader is readable now.
@@ -67,10 +83,10 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         let state = self.stream.with_state(|st, pool, deferred| {
-            let Some(pos) = st.readers.iter().position(|r| r.id == self.id) else {
+            let Some(pos) = st.reader_index(self.id) else {
                 return (None, 0);
             };
-            let mut state = st.readers.swap_remove(pos);
+            let mut state = st.readers.remove(pos);
             let unparked = state.end(Fate::Ended, deferred);
             // Its queue no longer holds writers back.
             (Some(state), unparked + st.release_blocked(pool, deferred))

@@ -24,8 +24,9 @@ const MIN_RUNS: u64 = 16;
 #[derive(Clone)]
 pub(super) struct Run {
     pub store: Store,
-    pub start: usize,
-    pub end: usize,
+    /// Offsets in the store (a store is at most [`super::MAX_WRITE`] or a block long).
+    pub start: u32,
+    pub end: u32,
     /// Writes that begin in the run.
     pub writes: u32,
     /// The run begins at a write's first byte (false once a read took part of it).
@@ -34,7 +35,7 @@ pub(super) struct Run {
 
 impl Run {
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 }
 
@@ -54,6 +55,9 @@ pub(super) struct ReaderState {
     /// Bytes of the live (non-replay) runs: the figure compared with the channel budget.
     pub live: u64,
     pub fate: Fate,
+    /// Each read ends at the end of the queue's front run rather than copy the bytes of
+    /// several (for a front door that sends the runs it takes together, [`Reader::read_runs`](super::Reader::read_runs)).
+    pub one_run: bool,
     /// Absolute offset of the first byte it was given (or is waiting for).
     pub start: u64,
     /// Live bytes before this offset are skipped: a reader that asked for an offset ahead
@@ -142,24 +146,25 @@ impl ReaderState {
 
     /// Takes up to `max` queued bytes (the open block's bytes are `open`). Precondition:
     /// the queue is non-empty. A read that ends within a sealed front run shares it (no
-    /// copy); one that spans runs, or reads the open block, copies.
+    /// copy); one that spans runs, or reads the open block, copies. With `one_run`, a read
+    /// never spans runs: it shares a sealed one, copies the open block's.
     pub fn take(&mut self, max: usize, open: &[u8]) -> Bytes {
         debug_assert!(!self.queue.is_empty() && max > 0);
         let front = self.queue.front().expect("precondition");
         let out = match &front.store {
-            Store::Sealed(c) if front.len() >= max || self.queue.len() == 1 => {
+            Store::Sealed(c) if front.len() >= max || self.queue.len() == 1 || self.one_run => {
                 let n = front.len().min(max);
-                let bytes = Bytes::shared(c.clone(), front.start, n);
+                let bytes = Bytes::shared(c.clone(), front.start as usize, n);
                 self.advance(n);
                 bytes
             }
             _ => {
                 let mut out = Vec::with_capacity(max.min(self.queued as usize));
-                while out.len() < max {
+                while out.len() < max && (out.is_empty() || !self.one_run) {
                     let Some(front) = self.queue.front() else {
                         break;
                     };
-                    let avail = &front.store.bytes(open)[front.start..front.end];
+                    let avail = &front.store.bytes(open)[front.start as usize..front.end as usize];
                     let n = avail.len().min(max - out.len());
                     out.extend_from_slice(&avail[..n]);
                     self.advance(n);
@@ -177,7 +182,7 @@ impl ReaderState {
     fn advance(&mut self, n: usize) {
         let front = self.queue.front_mut().expect("a queued run");
         debug_assert!(n <= front.len());
-        front.start += n;
+        front.start += n as u32;
         front.first = false;
         let done = front.len() == 0;
         self.queued -= n as u64;

@@ -163,7 +163,10 @@ pub(super) struct State {
     /// Absolute offset of the end of the stream: bytes ever written (u64: never wraps).
     pub written: u64,
     pub writes: u64,
-    pub readers: Vec<ReaderState>,
+    /// In id order (ids only grow, and removal keeps the order), so a reader is found by
+    /// binary search; boxed, so that the vector's spare room costs a pointer per slot.
+    #[allow(clippy::vec_box)]
+    pub readers: Vec<Box<ReaderState>>,
     pub writers: usize,
     /// Writes waiting for room, in arrival order. Invariant: empty unless the policy is
     /// `Block` (changing the policy releases them).
@@ -223,7 +226,22 @@ impl State {
     }
 
     pub fn reader_mut(&mut self, id: u64) -> Option<&mut ReaderState> {
-        self.readers.iter_mut().find(|r| r.id == id)
+        let i = self.reader_index(id)?;
+        Some(&mut self.readers[i])
+    }
+
+    /// Where reader `id` is in `readers`.
+    pub fn reader_index(&self, id: u64) -> Option<usize> {
+        self.readers.binary_search_by_key(&id, |r| r.id).ok()
+    }
+
+    /// Whether at least two readers still receive writes (stops at the second).
+    fn shared_by_readers(&self) -> bool {
+        self.readers
+            .iter()
+            .filter(|r| r.fate == Fate::Open)
+            .nth(1)
+            .is_some()
     }
 
     /// Takes up to `max` bytes of reader `id`'s queue (see [`ReaderState::take`]).
@@ -238,17 +256,19 @@ impl State {
             .open
             .as_ref()
             .is_some_and(|b| b.data.len() >= SEAL_FOR_READERS)
-            && self.open_readers() >= 2
-            && self
-                .readers
-                .iter()
-                .find(|r| r.id == id)
-                .is_some_and(|r| r.queue.iter().any(|run| matches!(run.store, Store::Open)));
+            && self.shared_by_readers()
+            && self.reader_index(id).is_some_and(|i| {
+                self.readers[i]
+                    .queue
+                    .iter()
+                    .any(|run| matches!(run.store, Store::Open))
+            });
         if shared {
             self.seal();
         }
         let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
-        let r = self.readers.iter_mut().find(|r| r.id == id)?;
+        let i = self.reader_index(id)?;
+        let r = &mut self.readers[i];
         (!r.queue.is_empty()).then(|| r.take(max, open))
     }
 
@@ -339,8 +359,8 @@ impl State {
             .enumerate()
             .map(|(i, (store, start, end))| Run {
                 store,
-                start,
-                end,
+                start: start as u32,
+                end: end as u32,
                 writes: u32::from(i == 0),
                 first: i == 0,
             })
@@ -365,7 +385,7 @@ impl State {
                     if end > r.skip_until {
                         let cut = (r.skip_until.max(at) - at) as usize;
                         r.push(Run {
-                            start: run.start + cut,
+                            start: run.start + cut as u32,
                             writes: 0,
                             first: false,
                             ..run.clone()

@@ -335,8 +335,8 @@ impl State {
             let first = self.bounds.binary_search_by_key(&lo, |b| b.offset).is_ok();
             q.push_back(super::queue::Run {
                 store: s.store.clone(),
-                start: (lo - s.offset) as usize,
-                end: s.len,
+                start: (lo - s.offset) as u32,
+                end: s.len as u32,
                 writes: writes as u32,
                 first,
             });
@@ -347,7 +347,7 @@ impl State {
 
 /// Slots of an index queue that its owner's own cost covers (`STREAM_COST`,
 /// `READER_COST`): below this many the pool is not charged for spare capacity.
-const OWN_SLOTS: usize = 8;
+const OWN_SLOTS: usize = 4;
 
 /// Pushes onto an index queue, growing it by half rather than doubling it, so that its
 /// capacity stays within twice its length (and [`OWN_SLOTS`]): what the pool is charged

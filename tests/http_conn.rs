@@ -1,0 +1,259 @@
+//! The connection of a live `GET`: the body ends cleanly when its stream is removed and the
+//! connection then answers the request the client pipelined behind it (HTTP/1.1), or
+//! closes (HTTP/1.0, `Connection: close`); a backlog of many writes that a client left
+//! unread arrives byte for byte once it reads; a client that closes, or floods the server
+//! while its body runs, releases its reader.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A raw client connection that reads HTTP answers off the socket.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, raw: &str) {
+        self.s.write_all(raw.as_bytes()).unwrap();
+    }
+
+    /// Reads until `buf` holds `n` bytes; panics on EOF or after the read timeout.
+    fn fill(&mut self, n: usize) {
+        let mut chunk = [0u8; 64 << 10];
+        while self.buf.len() < n {
+            match self.s.read(&mut chunk) {
+                Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&self.buf)),
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) => panic!("{e} after {:?}", String::from_utf8_lossy(&self.buf)),
+            }
+        }
+    }
+
+    /// Takes bytes up to and including `delim`.
+    fn until(&mut self, delim: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(i) = self.buf.windows(delim.len()).position(|w| w == delim) {
+                return self.buf.drain(..i + delim.len()).collect();
+            }
+            let want = self.buf.len() + 1;
+            self.fill(want);
+        }
+    }
+
+    /// The next answer's head, lower-cased.
+    fn head(&mut self) -> String {
+        String::from_utf8(self.until(b"\r\n\r\n"))
+            .unwrap()
+            .to_ascii_lowercase()
+    }
+
+    /// The next chunk of a chunked body (empty: the last chunk, whose CRLF is taken too).
+    fn chunk(&mut self) -> Vec<u8> {
+        let line = self.until(b"\r\n");
+        let size = std::str::from_utf8(&line[..line.len() - 2]).unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap_or_else(|_| panic!("size {size:?}"));
+        self.fill(size + 2);
+        let data: Vec<u8> = self.buf.drain(..size).collect();
+        assert_eq!(
+            self.buf.drain(..2).collect::<Vec<_>>(),
+            b"\r\n",
+            "chunk end"
+        );
+        data
+    }
+
+    /// Chunks until `n` body bytes came.
+    fn body(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let c = self.chunk();
+            assert!(
+                !c.is_empty(),
+                "the body ended after {} of {n} bytes",
+                out.len()
+            );
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    /// Whether the server closes the connection within `limit` (bytes before it are kept).
+    fn closes_within(&mut self, limit: Duration) -> bool {
+        self.s.set_read_timeout(Some(limit)).unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// How a client asks for a live body, and what the connection does when the body ends.
+struct Ending {
+    what: &'static str,
+    request: &'static str,
+    chunked: bool,
+    /// Answers the `HEAD` pipelined behind the `GET` after the body.
+    answers_next: bool,
+}
+
+#[test]
+fn a_live_body_ends_at_removal_and_the_connection_goes_on_or_closes() {
+    let m = Mount::new(&["--http", "127.0.0.1:0"]);
+    let port = m.http_port();
+    std::fs::write(m.file("other"), b"12345").unwrap();
+    let table = [
+        Ending {
+            what: "HTTP/1.1 keep-alive",
+            request: "GET /streams/cam HTTP/1.1\r\nHost: t\r\n\r\n",
+            chunked: true,
+            answers_next: true,
+        },
+        Ending {
+            what: "HTTP/1.1 Connection: close",
+            request: "GET /streams/cam HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            chunked: true,
+            answers_next: false,
+        },
+        Ending {
+            what: "HTTP/1.0",
+            request: "GET /streams/cam HTTP/1.0\r\n\r\n",
+            chunked: false,
+            answers_next: false,
+        },
+    ];
+    for e in &table {
+        let cam = m.file("cam");
+        std::fs::write(&cam, b"replay;").unwrap();
+        let mut c = Client::connect(port);
+        c.send(e.request);
+        c.send("HEAD /streams/other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let head = c.head();
+        assert!(head.starts_with("http/1.1 200"), "{}: {head}", e.what);
+        assert_eq!(
+            head.contains("transfer-encoding: chunked"),
+            e.chunked,
+            "{}: {head}",
+            e.what
+        );
+        wait_readers(&cam, 1);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&cam)
+            .unwrap()
+            .write_all(b"live")
+            .unwrap();
+        let want = b"replay;live";
+        let got = if e.chunked {
+            c.body(want.len())
+        } else {
+            c.fill(want.len());
+            c.buf.drain(..want.len()).collect()
+        };
+        assert_eq!(got, want, "{}", e.what);
+        std::fs::remove_file(&cam).unwrap();
+        if e.chunked {
+            assert_eq!(c.chunk(), b"", "{}: the last chunk", e.what);
+        }
+        if e.answers_next {
+            let next = c.head();
+            assert!(next.starts_with("http/1.1 200"), "{}: {next}", e.what);
+            assert!(next.contains("stream-next-offset: 5"), "{}: {next}", e.what);
+        }
+        assert!(
+            c.closes_within(Duration::from_secs(5)),
+            "{}: no close",
+            e.what
+        );
+        assert!(
+            e.answers_next || c.buf.is_empty(),
+            "{}: bytes after the body: {:?}",
+            e.what,
+            String::from_utf8_lossy(&c.buf)
+        );
+    }
+}
+
+#[test]
+fn a_backlog_left_unread_arrives_byte_for_byte() {
+    // A channel large enough for the whole backlog: nothing may be dropped.
+    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "channel_buffer_size=64M"]);
+    let port = m.http_port();
+    let cam = m.file("cam");
+    std::fs::write(&cam, b"").unwrap();
+    let mut c = Client::connect(port);
+    c.send("GET /streams/cam HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = c.head();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    wait_readers(&cam, 1);
+    // Writes of many sizes (1 byte to 100 KiB), each its own write: far more than the
+    // socket takes while the client does not read.
+    let mut want = Vec::new();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&cam).unwrap();
+    for i in 0..600usize {
+        let len = [1, 7, 188, 4096, 5000, 65536, 102400][i % 7];
+        let w: Vec<u8> = (0..len).map(|k| (i * 31 + k) as u8).collect();
+        f.write_all(&w).unwrap();
+        want.extend_from_slice(&w);
+    }
+    assert_eq!(xattr_u64(&cam, "dropped_writes"), 0);
+    let got = c.body(want.len());
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the bytes differ from what was written");
+}
+
+/// A client that goes away, and how.
+struct Leaving {
+    what: &'static str,
+    leave: fn(&mut Client),
+}
+
+#[test]
+fn a_client_that_leaves_releases_its_reader() {
+    let m = Mount::new(&["--http", "127.0.0.1:0"]);
+    let port = m.http_port();
+    let cam = m.file("cam");
+    std::fs::write(&cam, b"x").unwrap();
+    let table = [
+        Leaving {
+            what: "closes while the stream is idle",
+            leave: |c| c.s.shutdown(std::net::Shutdown::Both).unwrap(),
+        },
+        Leaving {
+            what: "sends more than a request's head while its body runs",
+            leave: |c| {
+                let junk = vec![b'a'; 256 << 10];
+                // The server closes part way; what it did not take fails here.
+                let _ = c.s.write_all(&junk);
+            },
+        },
+    ];
+    for l in &table {
+        let mut c = Client::connect(port);
+        c.send("GET /streams/cam HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.head();
+        wait_readers(&cam, 1);
+        let t0 = Instant::now();
+        (l.leave)(&mut c);
+        wait_for(l.what, Duration::from_secs(2), || {
+            xattr_u64(&cam, "readers") == 0
+        });
+        assert!(t0.elapsed() < Duration::from_secs(2), "{}", l.what);
+    }
+}
