@@ -269,12 +269,12 @@ impl Stream {
         if reserved {
             self.pool.refund(estimate);
         }
-        let replay_left = queue.len();
+        let replay_left = queue.len() as u32;
         let queued = queue.iter().map(|r| r.len() as u64).sum::<u64>();
         std::mem::forget(added);
         let mut reader = ReaderState {
             id,
-            label,
+            label: label.into_boxed_str(),
             queue,
             queued,
             replay_left,
@@ -633,7 +633,7 @@ impl Stream {
         let st = self.lock();
         st.readers
             .iter()
-            .map(|r| (r.label.clone(), r.stats()))
+            .map(|r| (r.label.to_string(), r.stats()))
             .collect()
     }
 }

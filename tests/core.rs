@@ -189,25 +189,47 @@ fn readers_of_one_write_share_its_bytes_and_a_read_across_writes_gathers() {
 /// time, and says what is left; its parked reads end at a run's end too.
 #[test]
 fn read_runs_takes_a_backlog_as_shared_runs_and_says_what_is_left() {
-    // (write sizes, max, pieces): what each call takes, and what is left after it.
-    let cases: [(&[usize], usize, usize, &[(usize, Readiness)]); 4] = [
-        (&[4096, 5000, 8192], 1 << 20, 16, &[(3, Readiness::Waiting)]),
-        (
-            &[4096, 5000, 8192],
-            1 << 20,
-            2,
-            &[(2, Readiness::Readable), (1, Readiness::Waiting)],
-        ),
+    // Write sizes, `max`, `pieces`: how many runs each call takes, and what is left after it.
+    struct Case {
+        sizes: &'static [usize],
+        max: usize,
+        pieces: usize,
+        calls: &'static [(usize, Readiness)],
+    }
+    let cases = [
+        Case {
+            sizes: &[4096, 5000, 8192],
+            max: 1 << 20,
+            pieces: 16,
+            calls: &[(3, Readiness::Waiting)],
+        },
+        Case {
+            sizes: &[4096, 5000, 8192],
+            max: 1 << 20,
+            pieces: 2,
+            calls: &[(2, Readiness::Readable), (1, Readiness::Waiting)],
+        },
         // `max` cuts a run: the rest of it comes first in the next call.
-        (
-            &[4096, 5000],
-            6000,
-            16,
-            &[(2, Readiness::Readable), (1, Readiness::Waiting)],
-        ),
-        (&[], 1 << 20, 16, &[(0, Readiness::Waiting)]),
+        Case {
+            sizes: &[4096, 5000],
+            max: 6000,
+            pieces: 16,
+            calls: &[(2, Readiness::Readable), (1, Readiness::Waiting)],
+        },
+        Case {
+            sizes: &[],
+            max: 1 << 20,
+            pieces: 16,
+            calls: &[(0, Readiness::Waiting)],
+        },
     ];
-    for (sizes, max, pieces, calls) in cases {
+    for Case {
+        sizes,
+        max,
+        pieces,
+        calls,
+    } in cases
+    {
         let (s, _) = stream(1 << 20, 0);
         let (r, other) = (
             s.open_reader("r".into()).unwrap(),

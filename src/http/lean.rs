@@ -1,10 +1,11 @@
 //! The lean path of a connection: the gateway reads each request head itself, answers a
-//! `GET` of a stream (`/streams/...`, `/api/v1/files`) by writing the response straight from
-//! the core's chunks, and gives every other request to hyper with the bytes read so far
-//! replayed in front of the socket. hyper keeps a read and a write buffer of 8 KiB each for a
-//! connection's whole life, which would be most of what a listener of a live stream costs;
-//! here a listener holds its socket, its task and its reader. Knows nothing of routes beyond
-//! telling those `GET`s apart: the answers themselves come from `server::handle`.
+//! `GET` of a stream (`/streams/...`, `/api/v1/files`) by writing the response's head and
+//! handing a plain live body to a sender thread (`send.rs`; an SSE body is sent here), and
+//! gives every other request to hyper with the bytes read so far replayed in front of the
+//! socket. hyper keeps a read and a write buffer of 8 KiB each for a connection's whole
+//! life, which would be most of what a listener of a live stream costs; here a listener
+//! holds its socket and its reader. Knows nothing of routes beyond telling those `GET`s
+//! apart: the answers themselves come from `server::handle`.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;

@@ -169,19 +169,38 @@ struct Conn {
     reader: Reader,
     chunked: bool,
     keep: bool,
-    /// The read parked in the core (its id), until its answer is taken.
-    parked: Option<u64>,
+    /// The read parked in the core (its id; 0: none), until its answer is taken.
+    parked: u64,
     /// Waiting out a hold before the next read.
     holding: bool,
-    /// A write the socket has not taken all of: its pieces (empty but while one is under
-    /// way, so that a listener that keeps up holds no buffer), its framing, the bytes of
-    /// it that are out, and what comes after it.
-    out: Vec<Bytes>,
-    head: [u8; 18],
-    head_len: u8,
-    tail: &'static [u8],
-    done: usize,
+    /// A write the socket has not taken all of: its pieces (none but while one is under
+    /// way, so that a listener that keeps up holds no buffer), its length (the chunk's
+    /// size), its tail, the bytes of it that are out, and what comes after it.
+    out: Box<[Bytes]>,
+    len: u32,
+    tail: Tail,
+    done: u32,
     after: Option<After>,
+}
+
+/// What ends a write: a chunk's CRLF, and the last chunk when the body ends.
+#[derive(Clone, Copy)]
+enum Tail {
+    None,
+    Crlf,
+    CrlfLast,
+    Last,
+}
+
+impl Tail {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Tail::None => b"",
+            Tail::Crlf => b"\r\n",
+            Tail::CrlfLast => b"\r\n0\r\n\r\n",
+            Tail::Last => b"0\r\n\r\n",
+        }
+    }
 }
 
 /// What a connection does next.
@@ -204,7 +223,7 @@ enum After {
     /// More is queued: take it.
     More,
     /// The queue is empty; the write was this long.
-    Drained(usize),
+    Drained(u32),
     /// That was the body's end.
     End,
 }
@@ -320,12 +339,11 @@ impl Sender {
             reader: job.reader,
             chunked: job.chunked,
             keep: job.keep && job.chunked,
-            parked: None,
+            parked: 0,
             holding: false,
-            out: Vec::new(),
-            head: [0; 18],
-            head_len: 0,
-            tail: b"",
+            out: Box::default(),
+            len: 0,
+            tail: Tail::None,
             done: 0,
             after: None,
         }));
@@ -339,13 +357,16 @@ impl Sender {
         let Some(c) = self.conn(t) else { return };
         let deliver =
             Box::new(move |o: ReadOutcome| shared.post(|inbox| inbox.outcomes.push((t, o))));
-        c.parked = c.reader.read(READ_MAX, ReadMode::Wait, TAG, deliver);
+        c.parked = c
+            .reader
+            .read(READ_MAX, ReadMode::Wait, TAG, deliver)
+            .unwrap_or(0);
     }
 
     /// A parked read's answer.
     fn answer(&mut self, t: u64, outcome: ReadOutcome) {
         let Some(c) = self.conn(t) else { return };
-        c.parked = None;
+        c.parked = 0;
         match outcome {
             ReadOutcome::Data(data) => self.send(t, Some(data)),
             // The end (a removal, the session's end) is found by taking what is left.
@@ -373,7 +394,7 @@ impl Sender {
             got = pieces.iter().map(|b| b.len()).sum();
             let after = match left {
                 Readiness::Readable => After::More,
-                Readiness::Waiting => After::Drained(got),
+                Readiness::Waiting => After::Drained(got as u32),
                 Readiness::Ended => After::End,
             };
             c.frame(got, matches!(after, After::End));
@@ -381,7 +402,7 @@ impl Sender {
                 Err(_) => break Some(Next::Close),
                 Ok(true) => {}
                 Ok(false) => {
-                    c.out.append(&mut pieces);
+                    c.out = pieces.drain(..).collect();
                     c.after = Some(after);
                     break Some(Next::Wait);
                 }
@@ -439,11 +460,11 @@ impl Sender {
             return;
         }
         let Some(after) = c.after else { return };
-        let out = std::mem::take(&mut c.out);
+        let out = std::mem::take(&mut c.out).into_vec();
         let next = match c.write(&out) {
             Err(_) => Next::Close,
             Ok(false) => {
-                c.out = out;
+                c.out = out.into_boxed_slice();
                 Next::Wait
             }
             Ok(true) => {
@@ -461,8 +482,8 @@ impl Sender {
         let c = slot.conn.take()?;
         slot.era = slot.era.wrapping_add(1);
         self.free.push(index as u32);
-        if let Some(read) = c.parked {
-            c.reader.stream().cancel_read(c.reader.id(), read);
+        if c.parked != 0 {
+            c.reader.stream().cancel_read(c.reader.id(), c.parked);
         }
         Some(c)
     }
@@ -495,17 +516,14 @@ impl Conn {
     /// or the bare bytes of an HTTP/1.0 body.
     fn frame(&mut self, len: usize, end: bool) {
         self.done = 0;
-        self.head_len = 0;
-        self.tail = b"";
-        if !self.chunked {
-            return;
-        }
-        if len > 0 {
-            self.head_len = super::lean::chunk_size(&mut self.head, len) as u8;
-            self.tail = if end { b"\r\n0\r\n\r\n" } else { b"\r\n" };
-        } else if end {
-            self.tail = b"0\r\n\r\n";
-        }
+        self.len = len as u32;
+        self.tail = match (self.chunked, len > 0, end) {
+            (false, ..) => Tail::None,
+            (true, true, false) => Tail::Crlf,
+            (true, true, true) => Tail::CrlfLast,
+            (true, false, true) => Tail::Last,
+            (true, false, false) => Tail::None,
+        };
     }
 
     /// What follows a write that is all out.
@@ -514,7 +532,9 @@ impl Conn {
             After::More => Next::Read,
             After::End if self.keep => Next::HandBack,
             After::End => Next::Close,
-            After::Drained(len) if len > 0 && len < COALESCE_TARGET && !coalesce.is_zero() => {
+            After::Drained(len)
+                if len > 0 && (len as usize) < COALESCE_TARGET && !coalesce.is_zero() =>
+            {
                 self.holding = true;
                 Next::Hold
             }
@@ -524,23 +544,32 @@ impl Conn {
 
     /// Writes the framed `pieces` until the socket is full: whether all of it is out.
     fn write(&mut self, pieces: &[Bytes]) -> io::Result<bool> {
-        let total = self.head_len as usize
-            + pieces.iter().map(|b| b.len()).sum::<usize>()
-            + self.tail.len();
-        while self.done < total {
+        let tail = self.tail.bytes();
+        let mut head = [0u8; 18];
+        let head_len = if self.chunked && self.len > 0 {
+            super::lean::chunk_size(&mut head, self.len as usize)
+        } else {
+            0
+        };
+        debug_assert_eq!(
+            pieces.iter().map(|b| b.len()).sum::<usize>(),
+            self.len as usize
+        );
+        let total = head_len + self.len as usize + tail.len();
+        while (self.done as usize) < total {
             let mut parts = [IoSlice::new(&[]); PIECES + 3];
-            parts[0] = IoSlice::new(&self.head[..self.head_len as usize]);
+            parts[0] = IoSlice::new(&head[..head_len]);
             let mut n = 1;
             for b in pieces {
                 parts[n] = IoSlice::new(b);
                 n += 1;
             }
-            parts[n] = IoSlice::new(self.tail);
+            parts[n] = IoSlice::new(tail);
             let mut rest = &mut parts[..n + 1];
-            IoSlice::advance_slices(&mut rest, self.done);
+            IoSlice::advance_slices(&mut rest, self.done as usize);
             match (&self.rest.socket).write_vectored(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.done += n,
+                Ok(n) => self.done += n as u32,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -43,7 +43,7 @@ impl Run {
 pub(super) struct ReaderState {
     pub id: u64,
     /// Who opened it, for log lines ("pid 42 (cat)"), escaped by the front door.
-    pub label: String,
+    pub label: Box<str>,
     /// Runs to deliver, oldest first; none is empty.
     pub queue: VecDeque<Run>,
     /// Bytes not yet delivered: the lengths of `queue`. Kept rather than summed, since
@@ -51,7 +51,7 @@ pub(super) struct ReaderState {
     pub queued: u64,
     /// Invariant: the first `replay_left` runs of `queue` came from the ring at open and
     /// are not counted in `live`.
-    pub replay_left: usize,
+    pub replay_left: u32,
     /// Bytes of the live (non-replay) runs: the figure compared with the channel budget.
     pub live: u64,
     pub fate: Fate,
@@ -103,7 +103,7 @@ impl ReaderState {
     }
 
     fn live_runs(&self) -> usize {
-        self.queue.len() - self.replay_left
+        self.queue.len() - self.replay_left as usize
     }
 
     /// Whether `run` would extend the queue's last live run.
@@ -223,12 +223,12 @@ impl ReaderState {
             writes += u64::from(r.writes);
             bytes += r.len() as u64;
         }
-        self.replay_left = self.replay_left.min(keep);
+        self.replay_left = self.replay_left.min(keep as u32);
         self.queued -= bytes;
         self.live = self
             .queue
             .iter()
-            .skip(self.replay_left)
+            .skip(self.replay_left as usize)
             .map(|r| r.len() as u64)
             .sum();
         shrink_bounded(&mut self.queue);

@@ -418,7 +418,7 @@ impl State {
                 // Its queue is non-empty (an empty queue always fits): no parked reads.
                 r.end(Fate::Disconnected, deferred);
                 deferred.reports.push(Report::Disconnected {
-                    label: r.label.clone(),
+                    label: r.label.to_string(),
                     queued: r.queued_bytes(),
                 });
                 continue;
@@ -430,7 +430,7 @@ impl State {
                 .is_none_or(|t| instant.duration_since(t) >= DROP_REPORT_INTERVAL);
             if due {
                 deferred.reports.push(Report::Drops {
-                    label: r.label.clone(),
+                    label: r.label.to_string(),
                     writes: r.unreported_drops,
                     total: r.dropped_writes,
                 });

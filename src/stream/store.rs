@@ -349,13 +349,18 @@ impl State {
 /// `READER_COST`): below this many the pool is not charged for spare capacity.
 const OWN_SLOTS: usize = 4;
 
-/// Pushes onto an index queue, growing it by half rather than doubling it, so that its
-/// capacity stays within twice its length (and [`OWN_SLOTS`]): what the pool is charged
-/// per element covers its slot and its share of spare room, and growth never charges a
-/// jump under a lock.
+/// Pushes onto an index queue, growing it by half rather than doubling it (from
+/// [`OWN_SLOTS`]), so that its capacity stays within twice its length (and [`OWN_SLOTS`]):
+/// what the pool is charged per element covers its slot and its share of spare room, and
+/// growth never charges a jump under a lock.
 pub(super) fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
     if q.len() == q.capacity() {
-        q.reserve_exact((q.len() / 2).max(OWN_SLOTS));
+        let more = if q.is_empty() {
+            OWN_SLOTS
+        } else {
+            (q.len() / 2).max(1)
+        };
+        q.reserve_exact(more);
     }
     q.push_back(v);
 }
