@@ -56,7 +56,8 @@ pub(super) struct ReaderState {
     pub live: u64,
     pub fate: Fate,
     /// Each read ends at the end of the queue's front run rather than copy the bytes of
-    /// several (for a front door that sends the runs it takes together, [`Reader::read_runs`](super::Reader::read_runs)).
+    /// several: for a front door that sends the runs it takes together
+    /// ([`Reader::read_runs`](super::Reader::read_runs)).
     pub one_run: bool,
     /// Absolute offset of the first byte it was given (or is waiting for).
     pub start: u64,
