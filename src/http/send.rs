@@ -164,6 +164,7 @@ struct Slot {
     conn: Option<Box<Conn>>,
 }
 
+/// A connection in its live body.
 struct Conn {
     rest: Rest,
     reader: Reader,
