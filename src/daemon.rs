@@ -309,15 +309,9 @@ fn tune_allocator() -> io::Result<()> {
 /// user, with mode 0666 less the mount's umask (default 022).
 fn remote_meta(m: &MountSettings) -> crate::stream::Meta {
     // SAFETY: geteuid and getegid cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let now = std::time::SystemTime::now();
-    crate::stream::Meta {
-        mode: 0o666 & !m.umask.unwrap_or(0o022),
-        uid: m.uid.unwrap_or(uid),
-        gid: m.gid.unwrap_or(gid),
-        crtime: now,
-        ctime: now,
-    }
+    let daemon = unsafe { (libc::geteuid(), libc::getegid()) };
+    // The mount's umask when it has one (new_meta applies it), else 022.
+    m.new_meta(daemon, 0o666, if m.umask.is_some() { 0 } else { 0o022 })
 }
 
 /// Mounts and serves until unmounted or signalled; `gateway` (bound already, so that its

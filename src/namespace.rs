@@ -227,11 +227,6 @@ impl Namespace {
         true
     }
 
-    /// Every live stream with its name.
-    pub fn named_streams(&self) -> Vec<(Vec<u8>, Arc<Stream>)> {
-        self.inner.lock().by_id.values().cloned().collect()
-    }
-
     fn forget(&self, name: &[u8]) -> Result<(), StreamError> {
         let stream = {
             let mut inner = self.inner.lock();

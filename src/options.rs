@@ -75,7 +75,8 @@ impl fmt::Display for OptionError {
 
 impl std::error::Error for OptionError {}
 
-fn err(option: &str, value: &str, reason: impl Into<String>) -> OptionError {
+/// The error of `option` set to `value`.
+pub(crate) fn err(option: &str, value: &str, reason: impl Into<String>) -> OptionError {
     OptionError {
         option: option.to_string(),
         value: value.to_string(),

@@ -97,16 +97,17 @@ impl StreamSnapshot {
     /// The statistics of `stream`, named `name`.
     pub fn of(name: &[u8], stream: &Stream) -> StreamSnapshot {
         let stats = stream.stats();
+        let budget = stats.budgets.channel;
         let readers = stream
             .reader_stats()
             .into_iter()
             .map(|(label, stats)| ReaderSnapshot {
                 label,
                 stats,
-                budget: 0,
+                budget,
             })
             .collect::<Vec<_>>();
-        let mut s = StreamSnapshot {
+        StreamSnapshot {
             name: name.to_vec(),
             last_error: stream.last_error(),
             content_type: stream
@@ -114,11 +115,7 @@ impl StreamSnapshot {
                 .map_or(DEFAULT_CONTENT_TYPE.to_string(), |c| c.to_string()),
             readers,
             stats,
-        };
-        for r in &mut s.readers {
-            r.budget = s.stats.budgets.channel;
         }
-        s
     }
 
     /// Reads of its readers waiting for data now.

@@ -58,8 +58,12 @@ impl State {
     ) -> Result<Position, StreamError> {
         use crate::start::{Align, Origin};
         let (ring_start, end) = (self.ring_start(), self.written);
-        let write_start =
-            |pred: &dyn Fn(&Bound) -> bool| self.bounds.iter().find(|b| pred(b)).map(|b| b.offset);
+        // The first write for which `pred` holds; it holds from some write on (arrival times
+        // only grow, and so do offsets), so it is found by binary search.
+        let write_start = |pred: &dyn Fn(&Bound) -> bool| {
+            let i = self.bounds.partition_point(|b| !pred(b));
+            self.bounds.get(i).map(|b| b.offset)
+        };
         // The write-aligned position each start names.
         let w = match start.from {
             Origin::Offset(o) if o < ring_start => return Err(StreamError::TooOld),

@@ -257,11 +257,12 @@ impl State {
             .as_ref()
             .is_some_and(|b| b.data.len() >= SEAL_FOR_READERS)
             && self.shared_by_readers()
+            // Runs of the open block are only ever at a queue's end.
             && self.reader_index(id).is_some_and(|i| {
                 self.readers[i]
                     .queue
-                    .iter()
-                    .any(|run| matches!(run.store, Store::Open))
+                    .back()
+                    .is_some_and(|run| matches!(run.store, Store::Open))
             });
         if shared {
             self.seal();
@@ -345,7 +346,7 @@ impl State {
             self.scan_keyframes(&parts, offset, deferred);
         }
         // Stored once, only when the ring or a reader may take it.
-        let stored = if self.budgets.ring > 0 || self.open_readers() > 0 {
+        let stored = if self.budgets.ring > 0 || self.readers.iter().any(|r| r.fate == Fate::Open) {
             self.store(parts, offset, pool)
         } else {
             Vec::new()
