@@ -170,5 +170,11 @@ fn a_shared_write_reaches_readers_only_through_the_engine() {
     assert_eq!(r.stats().dropped_writes, 3);
     // After removal a write fails at once, without reaching the engine.
     s.remove();
+    let published = fake.held.lock().unwrap().len();
     assert_eq!(w.write(b"late"), Err(StreamError::Removed));
+    assert_eq!(
+        fake.held.lock().unwrap().len(),
+        published,
+        "published after removal"
+    );
 }

@@ -115,7 +115,12 @@ fn killing_the_connected_node_then_the_leader_loses_and_repeats_nothing() {
     );
     nats.restart(i);
 
-    let leader = nats.stream_leader("streamfs_cam").expect("a stream leader");
+    let mut leader = None;
+    wait_for("a stream leader", LONG, || {
+        leader = nats.stream_leader("streamfs_cam");
+        leader.is_some()
+    });
+    let leader = leader.unwrap();
     let j = nats.index_of(&leader).unwrap();
     let t = Instant::now();
     nats.kill(j);
@@ -200,14 +205,21 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
         "exec sh -c 'printf x > \"{}\"'",
         b.file("cam").display()
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the stuck writer open on B", LONG, || {
+        xattr_u64(&b.file("cam"), "writers") == 1
+    });
     assert!(
         stuck.child.try_wait().unwrap().is_none(),
         "the write did not wait"
     );
     let t = Instant::now();
     common::kill(stuck.child.id(), libc::SIGKILL);
-    stuck.wait(Duration::from_secs(5));
+    let status = stuck.wait(Duration::from_secs(5));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "the waiting write ended by the kill"
+    );
     eprintln!("a waiting write killed after {:?}", t.elapsed());
 
     nats.restart(0);

@@ -30,37 +30,57 @@ const MAX_FILL: u64 = 10_000;
 /// Wait before making the consumer again after a failure.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
+/// Whether the feed's stream is still there to feed.
+fn alive(stream: &Weak<Stream>) -> bool {
+    stream.upgrade().is_some_and(|s| !s.is_removed())
+}
+
+/// A consumer of `js_name` as `config` says, and its messages.
+async fn open(
+    js: &jetstream::Context,
+    js_name: &str,
+    config: pull::Config,
+) -> Result<pull::Stream, async_nats::Error> {
+    let consumer = js.create_consumer_on_stream(config, js_name).await?;
+    log::debug!("feed of {js_name}: consumer made");
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .max_bytes_per_batch(16 << 20)
+        .heartbeat(HEARTBEAT)
+        .expires(HEARTBEAT * 10)
+        .messages()
+        .await?)
+}
+
 pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) {
     let mut asm = Assembler::default();
     let mut events = Vec::new();
     // Where this host joins: the oldest message retained now (its replay). What is evicted
     // from here on before the feed has it was lost by this host, and is counted.
     loop {
-        match stream.upgrade() {
-            Some(s) if !s.is_removed() => {}
-            _ => return,
+        if !alive(&stream) {
+            return;
         }
+        // The answer to get_stream is the stream's info: no second request for it.
         match js.get_stream(&js_name).await {
-            Ok(mut s) => {
-                let st = &s.info().await.map(|i| i.state.clone());
-                if let Ok(st) = st {
-                    let first = if st.messages == 0 {
-                        st.last_sequence + 1
-                    } else {
-                        st.first_sequence.max(1)
-                    };
-                    asm.start_at(first);
-                    break;
-                }
+            Ok(s) => {
+                let st = &s.cached_info().state;
+                let first = if st.messages == 0 {
+                    st.last_sequence + 1
+                } else {
+                    st.first_sequence.max(1)
+                };
+                asm.start_at(first);
+                break;
             }
             Err(e) => log::debug!("feed of {js_name}: {e}"),
         }
         tokio::time::sleep(RETRY_AFTER).await;
     }
     loop {
-        match stream.upgrade() {
-            Some(s) if !s.is_removed() => {}
-            _ => return,
+        if !alive(&stream) {
+            return;
         }
         let deliver_policy = DeliverPolicy::ByStartSequence {
             start_sequence: asm.next_seq(),
@@ -74,27 +94,8 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
             ..Default::default()
         };
         log::debug!("feed of {js_name}: consumer from {deliver_policy:?}");
-        let consumer: pull::Stream = match js.create_consumer_on_stream(config, &js_name).await {
-            Ok(c) => {
-                log::debug!("feed of {js_name}: consumer made");
-                let c: jetstream::consumer::Consumer<pull::Config> = c;
-                match c
-                    .stream()
-                    .max_messages_per_batch(1000)
-                    .max_bytes_per_batch(16 << 20)
-                    .heartbeat(HEARTBEAT)
-                    .expires(HEARTBEAT * 10)
-                    .messages()
-                    .await
-                {
-                    Ok(m) => m,
-                    Err(e) => {
-                        log::debug!("feed of {js_name}: {e}");
-                        tokio::time::sleep(RETRY_AFTER).await;
-                        continue;
-                    }
-                }
-            }
+        let mut messages = match open(&js, &js_name, config).await {
+            Ok(m) => m,
             Err(e) => {
                 // A stream removed elsewhere is ended by the listing loop.
                 log::debug!("feed of {js_name}: {e}");
@@ -102,7 +103,6 @@ pub async fn run(js: jetstream::Context, js_name: String, stream: Weak<Stream>) 
                 continue;
             }
         };
-        let mut messages = consumer;
         while let Some(m) = messages.next().await {
             let m = match m {
                 Ok(m) => m,
@@ -167,12 +167,10 @@ async fn fill_gap(
     events: &mut Vec<Event>,
 ) -> bool {
     use async_nats::jetstream::stream::RawMessageErrorKind;
-    let Ok(mut stream) = js.get_stream(js_name).await else {
+    let Ok(stream) = js.get_stream(js_name).await else {
         return false;
     };
-    let Ok(first) = stream.info().await.map(|i| i.state.first_sequence) else {
-        return false;
-    };
+    let first = stream.cached_info().state.first_sequence;
     let from = asm.next_seq().max(first);
     if upto.saturating_sub(from) > MAX_FILL {
         return true;

@@ -197,7 +197,7 @@ impl Nats {
                 .get(name)
                 .is_some_and(|t| *t >= began)
         };
-        for (name, stream) in ns.named_streams() {
+        for (name, stream) in ns.entries() {
             if recent(&name) {
                 continue;
             }

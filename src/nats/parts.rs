@@ -128,20 +128,23 @@ impl Assembler {
             return;
         };
         let gapped = self.gapped;
-        let is_new = !self.keys.contains_key(&id.key);
-        let key = self.keys.entry(id.key.clone()).or_insert_with(|| {
-            if gapped && (id.write > 1 || id.before > 0) {
-                out.push(Event::Lost {
-                    writes: id.write - 1,
-                    bytes: id.before,
+        let (is_new, key) = match self.keys.entry(id.key) {
+            std::collections::hash_map::Entry::Occupied(e) => (false, e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if gapped && (id.write > 1 || id.before > 0) {
+                    out.push(Event::Lost {
+                        writes: id.write - 1,
+                        bytes: id.before,
+                    });
+                }
+                let key = e.insert(Key {
+                    next: id.write,
+                    next_before: id.before,
+                    open: None,
                 });
+                (true, key)
             }
-            Key {
-                next: id.write,
-                next_before: id.before,
-                open: None,
-            }
-        });
+        };
         if key
             .open
             .as_ref()

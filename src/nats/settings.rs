@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::names;
-use crate::options::OptionError;
+use crate::options::{OptionError, err};
 use crate::stream::Policy;
 
 /// The engine's mount options.
@@ -36,14 +36,6 @@ impl Default for Settings {
             prefix: names::DEFAULT_PREFIX.to_string(),
             timeout: Duration::from_secs(10),
         }
-    }
-}
-
-fn err(option: &str, value: &str, reason: &str) -> OptionError {
-    OptionError {
-        option: option.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
     }
 }
 
@@ -131,11 +123,11 @@ impl Settings {
         if let Some(creds) = &self.creds
             && let Err(e) = std::fs::File::open(creds)
         {
-            return Err(OptionError {
-                option: "nats_creds".into(),
-                value: creds.display().to_string(),
-                reason: format!("cannot read it: {e}"),
-            });
+            return Err(err(
+                "nats_creds",
+                &creds.display().to_string(),
+                format!("cannot read it: {e}"),
+            ));
         }
         if let Some((option, value)) = crate::engine::shared_policy_problem(policy) {
             return Err(err(

@@ -66,6 +66,8 @@ impl Node {
 /// One server or a cluster, owned by the test.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// The nats-server program, checked once.
+    bin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -119,8 +121,11 @@ impl Cluster {
                 child: None,
             });
         }
-        let _ = bin;
-        let mut c = Cluster { nodes, _dir: dir };
+        let mut c = Cluster {
+            nodes,
+            bin,
+            _dir: dir,
+        };
         for i in 0..n {
             c.spawn(i);
         }
@@ -131,13 +136,14 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        let bin = &self.bin;
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)
             .unwrap();
-        let child = Command::new(server_bin())
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&node.conf)
             .stdin(Stdio::null())
@@ -223,18 +229,28 @@ impl Cluster {
         out
     }
 
-    /// The name of the leader of JetStream stream `js_name`, as a running node reports it.
+    /// The name of the leader of JetStream stream `js_name`, as the first running node that
+    /// knows one reports it.
     pub fn stream_leader(&self, js_name: &str) -> Option<String> {
         for n in self.nodes.iter().filter(|n| n.running()) {
             let Some(body) = http_get(n.http, "/jsz?streams=true") else {
                 continue;
             };
             let body: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            let at = body.find(&format!("\"name\":\"{js_name}\""))?;
+            let Some(at) = body.find(&format!("\"name\":\"{js_name}\"")) else {
+                continue;
+            };
             let rest = &body[at..];
-            let l = rest.find("\"leader\":\"")? + "\"leader\":\"".len();
-            let end = rest[l..].find('"')?;
-            return Some(rest[l..l + end].to_string());
+            let Some(l) = rest
+                .find("\"leader\":\"")
+                .map(|l| l + "\"leader\":\"".len())
+            else {
+                continue;
+            };
+            let leader = rest[l..].split('"').next().unwrap_or_default();
+            if !leader.is_empty() {
+                return Some(leader.to_string());
+            }
         }
         None
     }
