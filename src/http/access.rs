@@ -114,6 +114,9 @@ const X: u32 = 1;
 fn may(uid: u32, in_group: &dyn Fn(u32) -> bool, mode: u32, owner: (u32, u32), want: u32) -> bool {
     let bits = if uid == owner.0 {
         mode >> 6
+    } else if (mode >> 3) & want == mode & want {
+        // Group and others have the same bits: no group lookup (NSS) needed.
+        mode
     } else if in_group(owner.1) {
         mode >> 3
     } else {
@@ -202,20 +205,12 @@ pub fn create(
     name: &[u8],
     err: impl Fn(StreamError) -> hyper::Response<Body>,
 ) -> Result<(Arc<Stream>, bool), hyper::Response<Body>> {
-    let may_create = check(ctx, peer, Op::Create);
-    if let Err(r) = may_create {
-        if ctx.ns.lookup(name).is_none() {
-            return Err(r);
-        }
-        // There: appending needs no right to create (unless it goes in the meantime).
-        let (stream, created) = ctx.ns.create(name, new_meta(ctx, peer)).map_err(err)?;
-        if created {
-            let _ = ctx.ns.remove(name);
-            return Err(r);
-        }
+    // There: appending needs its `w`, no right to create.
+    if let Some(stream) = ctx.ns.lookup(name) {
         check(ctx, peer, Op::Append(&stream.meta()))?;
         return Ok((stream, false));
     }
+    check(ctx, peer, Op::Create)?;
     let (stream, created) = ctx.ns.create(name, new_meta(ctx, peer)).map_err(err)?;
     // There already, or made by someone else meanwhile: the writer needs its `w`.
     if !created {
@@ -236,7 +231,13 @@ pub fn remove(ctx: &Ctx, peer: Peer, name: &[u8]) -> Result<(), Option<hyper::Re
             .lookup(name)
             .is_some_and(|s| Arc::ptr_eq(&s, &stream))
         {
-            return ctx.ns.remove(name).map_err(|_| None);
+            return ctx.ns.remove(name).map_err(|e| match e {
+                StreamError::NotFound => None,
+                e => {
+                    let (status, msg) = super::streams::stream_error(&e);
+                    Some(text(status, msg))
+                }
+            });
         }
     }
     Err(Some(text(

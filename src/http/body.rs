@@ -27,7 +27,7 @@ pub const READ_MAX: usize = 256 << 10;
 /// than larger ones.
 pub const COALESCE_TARGET: usize = 32 << 10;
 
-/// The tag of the gateway's parked reads (the core keeps it for watchdogs).
+/// The tag of the gateway's parked reads and writes (the core keeps it for watchdogs).
 pub const TAG: u32 = 0;
 
 /// How often an idle SSE stream sends a comment, so that proxies and clients with an

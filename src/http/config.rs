@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::options::OptionError;
+use crate::options::{OptionError, err};
 
 /// Connections served at once; more are answered `503` and closed. Far above the 5,000
 /// listeners the gateway is measured with, far below what a file descriptor limit allows.
@@ -52,14 +52,6 @@ impl Default for HttpOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             coalesce: std::time::Duration::from_millis(DEFAULT_COALESCE_MS),
         }
-    }
-}
-
-fn err(option: &str, value: &str, reason: impl Into<String>) -> OptionError {
-    OptionError {
-        option: option.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
     }
 }
 

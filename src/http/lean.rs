@@ -93,36 +93,31 @@ async fn run(stream: TcpStream, ctx: Arc<Ctx>, remote: Peer, open: Open, mut buf
                 body,
                 chunked,
                 keep,
-            } if matches!(*body, Body::Stream(_)) => {
-                let Body::Stream(body) = *body else {
-                    unreachable!("matched above")
-                };
-                // A body not read yet always gives its reader.
-                let (Some(reader), Ok(socket)) = (body.into_reader(), stream.into_std()) else {
+            } => match *body {
+                Body::Stream(body) => {
+                    // A body not read yet always gives its reader.
+                    let (Some(reader), Ok(socket)) = (body.into_reader(), stream.into_std()) else {
+                        return;
+                    };
+                    let rest = Rest {
+                        socket,
+                        pipelined: buf,
+                        ctx: ctx.clone(),
+                        peer: remote,
+                        open,
+                    };
+                    ctx.senders.adopt(Job {
+                        rest,
+                        reader,
+                        chunked,
+                        keep,
+                    });
                     return;
-                };
-                let rest = Rest {
-                    socket,
-                    pipelined: buf,
-                    ctx: ctx.clone(),
-                    peer: remote,
-                    open,
-                };
-                ctx.senders.adopt(Job {
-                    rest,
-                    reader,
-                    chunked,
-                    keep,
-                });
-                return;
-            }
-            Step::Live {
-                body,
-                chunked,
-                keep,
-            } => match Live::new(&stream, body, chunked, &mut buf).await {
-                Ok(()) if keep => {}
-                _ => return,
+                }
+                body => match Live::new(&stream, Box::new(body), chunked, &mut buf).await {
+                    Ok(()) if keep => {}
+                    _ => return,
+                },
             },
             Step::Hyper(timeout) => {
                 let io = Replay {

@@ -77,7 +77,7 @@ pub fn streams_json(ns: &Namespace) -> String {
 
 /// `GET /streams/NAME/readers`: a JSON array of the stream's readers, each object with the
 /// fields of `reader_list[]` in `streamfs status --json`.
-pub fn readers_json(_ns: &Namespace, name: &[u8], stream: &Stream) -> String {
+pub fn readers_json(name: &[u8], stream: &Stream) -> String {
     let snap = StreamSnapshot::of(name, stream);
     let mut out = Json::Arr(snap.readers.iter().map(reader_json).collect()).to_text();
     out.push('\n');
@@ -86,14 +86,13 @@ pub fn readers_json(_ns: &Namespace, name: &[u8], stream: &Stream) -> String {
 
 /// A label value of the text exposition format: the name as `status` prints it (escaped by
 /// [`escape_bytes`], so any bytes map to distinct printable UTF-8), then the format's own
-/// escapes of backslash, quote and newline.
+/// escapes of backslash and quote (a newline is escaped already).
 fn label_value(name: &[u8]) -> String {
     let mut out = String::new();
     for c in escape_bytes(name).chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
             c => out.push(c),
         }
     }
@@ -397,9 +396,9 @@ mod tests {
         );
         assert!(s.ends_with(",\"reader_list\":[]}]\n"), "{s}");
         let stream = ns.lookup(b"cam1").unwrap();
-        assert_eq!(readers_json(&ns, b"cam1", &stream), "[]\n");
+        assert_eq!(readers_json(b"cam1", &stream), "[]\n");
         let _r = stream.open_reader("http 127.0.0.1:4000".into()).unwrap();
-        let r = readers_json(&ns, b"cam1", &stream);
+        let r = readers_json(b"cam1", &stream);
         assert!(
             r.starts_with("[{\"label\":\"http 127.0.0.1:4000\",\"queued\":0,"),
             "{r}"

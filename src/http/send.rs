@@ -339,7 +339,7 @@ impl Sender {
             rest: job.rest,
             reader: job.reader,
             chunked: job.chunked,
-            keep: job.keep && job.chunked,
+            keep: job.keep,
             parked: 0,
             holding: false,
             out: Box::default(),

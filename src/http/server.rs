@@ -412,7 +412,7 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
         "/" => get_only(&req, &|| typed("text/html; charset=utf-8", observe::page())),
         "/metrics" => get_only(&req, &|| {
             typed(
-                "text/plain; version=0.0.4; charset=utf-8",
+                observe::METRICS_CONTENT_TYPE,
                 observe::metrics(&ctx.ns, &ctx.stats),
             )
         }),
@@ -433,11 +433,15 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
             };
             match sub {
                 None => super::streams::stream(req, ctx, &name, remote).await,
+                // Who reads a stream is for those who may read it, as its xattrs are.
                 Some("readers") => get_only(&req, &|| match ctx.ns.lookup(&name) {
-                    Some(s) => typed(
-                        "application/json",
-                        observe::readers_json(&ctx.ns, &name, &s),
-                    ),
+                    Some(s) => {
+                        match super::access::check(ctx, remote, super::access::Op::Read(&s.meta()))
+                        {
+                            Ok(()) => typed("application/json", observe::readers_json(&name, &s)),
+                            Err(refused) => refused,
+                        }
+                    }
                     None => super::streams::no_stream(&name),
                 }),
                 Some(_) => text(StatusCode::NOT_FOUND, "no such path"),

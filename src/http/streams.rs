@@ -9,13 +9,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{self, Op, Peer};
-use super::body::{Body, ReaderBody, ReqBody, SseBody};
+use super::body::{Body, ReaderBody, ReqBody, SseBody, TAG};
 use super::server::{Ctx, not_allowed, text};
 use super::url::Query;
 use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
-
-/// The tag of the gateway's parked writes.
-const TAG: u32 = 0;
 
 /// Longest line `?frame=line` holds back waiting for its newline; a longer one is written
 /// in pieces of about this size.
