@@ -1122,11 +1122,10 @@ def small_streamfs(count):
         q = [f["queued"] for lab, f in rl.items() if f"pid {stopped.pid} " in lab + " "]
         dw = [f["dropped_writes"] for lab, f in rl.items() if f"pid {stopped.pid} " in lab + " "]
         ring_b = xnum(s, "ring_bytes")
-        ring_w = ring_b // 16
         os.unlink(s)
         wait_procs([live], 60, "the live reader")
         return dict(rate=count / (tw - t0), growth=peak - before, queued=q[0] if q else 0,
-                    ring=ring_b, ring_book=ring_w * 32, drop=100.0 * (dw[0] if dw else 0) / count,
+                    ring=ring_b, drop=100.0 * (dw[0] if dw else 0) / count,
                     show=f"{count / (tw - t0) / 1000:.0f}k/s")
     finally:
         m.close()
@@ -1184,9 +1183,6 @@ def scenario_small():
             ["stopped reader's queued bytes (MiB)", *spread([x["queued"] for x in s], mb2),
              f"{mb2(SMALL_CHAN)} (channel)"],
             ["ring data (MiB)", *spread([x["ring"] for x in s], mb2), f"{mb2(SMALL_RING)} (ring)"],
-            ["ring boundary records, as charged: 32 B per write (MiB)",
-             *spread([x["ring_book"] for x in s], mb2),
-             f"{mb2(2 * SMALL_RING)} (2 × ring: at most one write per 16 B of it)"],
             ["writes dropped for the stopped reader (%)", *spread([x["drop"] for x in s]), ""]]
     table(["measure", "min", "median", "max", "budget"], rows, "lrrrl")
     g = max(x["growth"] for x in s)
@@ -1421,13 +1417,9 @@ def host_round(nstreams, nsmall):
         end_pool = xnum(m.path, "memory")
         asked = sum(xnum(s, "bytes_written") for s in streams)
         ratio = (hwm - idle) / HOST_LIMIT
-        # The rings of the two flooded streams hold 16-byte writes only by now; each is a
-        # 16-byte boundary record of the ring's index, whose spare capacity is kept within
-        # its length (the pool charges 32 bytes a record), its bytes a share of a 16 KiB block.
-        entries = [xnum(streams[k], "ring_bytes") // 16 for k in (1, 2)]
         return dict(idle=idle, hwm=hwm, ratio=ratio, shed=shed, pool=peak_pool[0], over=over[0], refused=refused,
                     end_pool=end_pool, asked=asked, overshoot=max(0, overshoot[0]), gap_fill=gap["fill"][1],
-                    gap_flood=gap["flood"][1], ring_entries=sum(entries), ring_slots=sum(entries) * 24,
+                    gap_flood=gap["flood"][1],
                     show=f"(VmHWM − idle) ÷ limit {ratio:.3f}")
     finally:
         stop.set()
@@ -1466,10 +1458,6 @@ def scenario_hostile():
                                                                           lambda v: f"{v:.0f}")],
             ["RSS − idle − pool at the highest RSS sample while filling (MiB)", *spread([x["gap_fill"] for x in res], mb2)],
             ["RSS − idle − pool at the highest RSS sample of the floods (MiB)", *spread([x["gap_flood"] for x in res], mb2)],
-            ["ring entries of the 2 flooded streams at the end", *spread([x["ring_entries"] for x in res],
-                                                                         lambda v: f"{v:.0f}")],
-            ["their boundary records, at most 1.5 × 16 B each, charged as 32 B (MiB)",
-             *spread([x["ring_slots"] for x in res], mb2)],
             ["bytes written (MiB)", *spread([x["asked"] for x in res], mb)],
             ["shed_bytes (MiB)", *spread([x["shed"] for x in res], mb)],
             [f"16-byte writes refused with ENOSPC (of {2 * nsmall})", *spread([x["refused"] for x in res], lambda v: f"{v:.0f}")]]

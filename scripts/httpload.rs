@@ -307,8 +307,8 @@ fn close_conn(c: &mut Conn) {
     }
 }
 
-/// Drives one connection after an event. Returns whether its headers just completed.
-fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) -> bool {
+/// Drives one connection after an event.
+fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) {
     if c.phase == Phase::Connecting {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -324,7 +324,7 @@ fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) -> 
         };
         if err != 0 {
             close_conn(c);
-            return false;
+            return;
         }
         c.phase = Phase::Sending(0);
     }
@@ -342,7 +342,7 @@ fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) -> 
             if errno() != libc::EAGAIN {
                 close_conn(c);
             }
-            return false;
+            return;
         }
         c.phase = if sent + n as usize == req.len() {
             // Sent: from now on only readability matters (a level-triggered EPOLLOUT would
@@ -358,29 +358,27 @@ fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) -> 
             Phase::Sending(sent + n as usize)
         };
     }
-    let mut headed = false;
     loop {
         if matches!(c.phase, Phase::Done | Phase::Sending(_)) {
-            return headed;
+            return;
         }
         // SAFETY: buf is writable for its length.
         let n = unsafe { libc::recv(c.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n == 0 {
             close_conn(c);
-            return headed;
+            return;
         }
         if n < 0 {
             if errno() != libc::EAGAIN {
                 close_conn(c);
             }
-            return headed;
+            return;
         }
         let data = &buf[..n as usize];
         if c.phase == Phase::Head {
             c.head.extend_from_slice(data);
             if let Some(rest) = parse_head(c) {
                 c.phase = Phase::Body;
-                headed = true;
                 count_body(c, &rest);
             } else if c.head.len() > 64 << 10 {
                 close_conn(c);
@@ -392,7 +390,7 @@ fn on_event(ep: RawFd, token: u64, c: &mut Conn, req: &[u8], buf: &mut [u8]) -> 
             close_conn(c);
         }
         if (n as usize) < buf.len() {
-            return headed;
+            return;
         }
     }
 }
@@ -425,9 +423,8 @@ impl Load {
         }
     }
 
-    /// Waits up to `timeout` for events and handles them; returns how many connections got
-    /// their headers.
-    fn poll(&mut self, timeout: Duration) -> usize {
+    /// Waits up to `timeout` for events and handles them.
+    fn poll(&mut self, timeout: Duration) {
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: events is writable for its length.
         let n = unsafe {
@@ -438,15 +435,11 @@ impl Load {
                 ms,
             )
         };
-        let mut headed = 0;
         for i in 0..n.max(0) as usize {
             let token = self.events[i].u64 as usize;
             let c = &mut self.conns[token];
-            if on_event(self.ep, token as u64, c, &self.req, &mut self.buf) {
-                headed += 1;
-            }
+            on_event(self.ep, token as u64, c, &self.req, &mut self.buf);
         }
-        headed
     }
 
     /// Opens `n` connections, at most `window` handshakes at a time, and waits for every
@@ -454,7 +447,6 @@ impl Load {
     fn connect_all(&mut self, n: usize, window: usize, limit: Duration) -> (usize, usize) {
         let end = Instant::now() + limit;
         let mut pending: VecDeque<usize> = VecDeque::new();
-        let mut headed = 0;
         while (self.conns.len() < n || !pending.is_empty()) && Instant::now() < end {
             while self.conns.len() < n && pending.len() < window {
                 let token = self.conns.len();
@@ -474,7 +466,7 @@ impl Load {
                 });
                 pending.push_back(token);
             }
-            headed += self.poll(Duration::from_millis(10));
+            self.poll(Duration::from_millis(10));
             pending.retain(|&t| {
                 matches!(
                     self.conns[t].phase,
@@ -487,7 +479,6 @@ impl Load {
             .iter()
             .filter(|c| c.phase == Phase::Body && c.status == 200)
             .count();
-        let _ = headed;
         (ok, self.conns.len() - ok)
     }
 

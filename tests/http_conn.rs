@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -249,11 +249,9 @@ fn a_client_that_leaves_releases_its_reader() {
         c.send("GET /streams/cam HTTP/1.1\r\nHost: t\r\n\r\n");
         c.head();
         wait_readers(&cam, 1);
-        let t0 = Instant::now();
         (l.leave)(&mut c);
         wait_for(l.what, Duration::from_secs(2), || {
             xattr_u64(&cam, "readers") == 0
         });
-        assert!(t0.elapsed() < Duration::from_secs(2), "{}", l.what);
     }
 }

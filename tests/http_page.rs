@@ -187,20 +187,24 @@ fn the_status_page_shows_readers_rate_ring_fill_and_drops() {
     assert_eq!(num(&dom, &row("cam1"), "data-readers"), 2);
     assert_eq!(num(&dom, &row("cam1"), "data-writers"), 1);
     assert_eq!(num(&dom, &row("cam1"), "data-dropped-writes"), 0);
-    // cam1's own cells follow its row's tag.
+    // cam1's own cells follow its row's tag, and its readers' rows come before the next
+    // stream's row.
     let cam1_row = &dom[dom.find(&row("cam1")).unwrap()..];
+    let cam1_row = &cam1_row[..cam1_row.find("class=\"stream\"").unwrap_or(cam1_row.len())];
     let fill: f64 = tag_attr(cam1_row, "class=\"ring\"", "data-fill")
         .parse()
         .unwrap();
     assert!(fill > 5.0, "64 KiB of a 1 MiB ring: {fill}");
-    let rate = &cam1_row[cam1_row.find("class=\"n rate\">").unwrap()..];
-    assert!(
-        !rate.starts_with("class=\"n rate\">0 B/s"),
-        "cam1 was written to: {dom}"
-    );
-    // Both readers of cam1 are listed, each with its label.
-    assert!(dom.contains("data-label=\"pid "), "{dom}");
-    assert!(dom.contains("data-label=\"http 127.0.0.1:"), "{dom}");
+    let rate = &cam1_row[cam1_row.find("class=\"n rate\">").unwrap() + "class=\"n rate\">".len()..];
+    let rate: f64 = rate
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {rate}"));
+    assert!(rate > 0.0, "cam1 was written to: {dom}");
+    // Both readers of cam1 are listed under it, each with its label.
+    assert!(cam1_row.contains("data-label=\"pid "), "{dom}");
+    assert!(cam1_row.contains("data-label=\"http 127.0.0.1:"), "{dom}");
     let drops = num(&dom, &row("cam2"), "data-dropped-writes");
     assert!(drops > 200, "{drops}");
     assert!(dom.contains("class=\"n dropped drops\""), "{dom}");
@@ -299,11 +303,15 @@ fn the_page_passes_its_access_token_on_to_its_requests() {
     );
     assert!(dom.contains("data-stream=\"cam1\""), "{dom}");
     assert!(dom.contains("1 stream, updated"), "{dom}");
-    // Without the token the page loads nothing, and says why.
+    // Without the token the page itself is refused, and says why.
     let dom = chromium(
         m.dir.path(),
         &["--virtual-time-budget=1500", "--dump-dom"],
         &format!("http://127.0.0.1:{port}/"),
     );
     assert!(!dom.contains("data-stream="), "{dom}");
+    assert!(
+        dom.contains("a token is needed: Authorization: Bearer TOKEN"),
+        "{dom}"
+    );
 }

@@ -897,22 +897,22 @@ impl Harness {
         parked_ahead: bool,
     ) {
         let u = &self.units[unit as usize];
-        let (len, cost) = (u.len(), u.len());
+        let len = u.len();
         let max_runs = (budgets.channel / CHANNEL_BYTES_PER_RUN).max(16) as usize;
         // Surely taken: its bytes and a run per piece fit, or nothing live is queued.
         let fits = |s: &ReaderStats| {
             s.live_cost == 0
-                || s.live_cost + cost <= budgets.channel && s.live_runs + u.pieces() <= max_runs
+                || s.live_cost + len <= budgets.channel && s.live_runs + u.pieces() <= max_runs
         };
         // Surely not taken: its bytes do not fit.
-        let over = |s: &ReaderStats| s.live_cost != 0 && s.live_cost + cost > budgets.channel;
+        let over = |s: &ReaderStats| s.live_cost != 0 && s.live_cost + len > budgets.channel;
         match u.state {
             UnitState::Submitted { parked: Some(_) } => {
                 self.check(slow == SlowReader::Block, || {
                     format!("unit {unit} parked under {slow:?}")
                 });
                 self.check(parked_ahead || before.iter().any(|(_, s)| !fits(s)), || {
-                    format!("unit {unit} (cost {cost}) parked though every reader had room: {before:?}, {budgets:?}")
+                    format!("unit {unit} ({len} bytes) parked though every reader had room: {before:?}, {budgets:?}")
                 });
             }
             UnitState::Applied(_) => {
@@ -936,7 +936,7 @@ impl Harness {
                         }
                     } else if fits(b) {
                         self.check(took == len && dropped == 0, || {
-                            format!("reader {i} had room (live cost {} + {cost} within {}) but took {took} of {len} bytes, dropped {dropped}", b.live_cost, budgets.channel)
+                            format!("reader {i} had room (live cost {} + {len} within {}) but took {took} of {len} bytes, dropped {dropped}", b.live_cost, budgets.channel)
                         });
                     } else if !over(b) && took == len && dropped == 0 {
                         // Its bytes fitted and it extended the queue's last run.
@@ -949,7 +949,7 @@ impl Harness {
                                 && dropped == 1
                                 && after.dropped_bytes - b.dropped_bytes == len,
                             || {
-                                format!("reader {i} had no room (live cost {} + {cost} over {}) but took {took} bytes, dropped {dropped}", b.live_cost, budgets.channel)
+                                format!("reader {i} had no room (live cost {} + {len} over {}) but took {took} bytes, dropped {dropped}", b.live_cost, budgets.channel)
                             },
                         );
                         cover(Cover::DropByBudget);
