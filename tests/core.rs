@@ -899,6 +899,34 @@ fn appending_to_a_removed_stream_fails_and_abandons_the_unit() {
     );
 }
 
+/// A stream that ends (removed, or its last writer gone under `on_writer_close=eof`) while
+/// a reader has not read its small writes (kept in the open block): the reader still gets
+/// them, and once it has read them and gone, the stream is charged for nothing but itself.
+#[test]
+fn an_ended_streams_unread_small_writes_are_freed_once_read() {
+    type End = fn(&Arc<Stream>, Writer);
+    let cases: [(&str, End); 2] = [
+        ("removed", |s, _w| s.remove()),
+        ("last writer closed", |s, w| {
+            s.set_policy(policy(SlowReader::Drop, OnWriterClose::Eof));
+            drop(w);
+        }),
+    ];
+    for (name, end) in cases {
+        let (s, pool) = stream(1 << 20, 1 << 20);
+        let r = s.open_reader("r".into()).unwrap();
+        let w = s.open_writer();
+        w.write(b"one\n").unwrap();
+        w.write(b"two\n").unwrap();
+        end(&s, w);
+        let (got, end) = drain(&r, 1000);
+        assert_eq!(got, b"one\ntwo\n", "{name}");
+        assert!(matches!(end, ReadOutcome::Eof), "{name}: {end:?}");
+        drop(r);
+        assert_eq!(pool.used(), STREAM_COST, "{name}: the writes were freed");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Memory: every chunk charged once; the limit sheds history, then readers furthest behind
 // ---------------------------------------------------------------------------------------

@@ -276,7 +276,11 @@ impl State {
         }
     }
 
+    /// Forgets the ring's history. The open block is sealed: readers still holding its
+    /// bytes keep them as a chunk, freed when they have read it, and an ended stream
+    /// charges nothing for a block no write will ever grow.
     pub fn clear_ring(&mut self) {
+        self.seal();
         self.keyframes.clear();
         self.bounds.clear();
         self.segs.clear();
