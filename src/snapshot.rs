@@ -240,15 +240,27 @@ pub struct Snapshot {
 impl Snapshot {
     /// Every stream's statistics and the mount's. `log` is where the daemon logs.
     pub fn of(ns: &Namespace, log: String) -> Snapshot {
-        let mut streams: Vec<StreamSnapshot> = ns
-            .entries()
-            .iter()
-            .map(|(name, s)| StreamSnapshot::of(name, s))
-            .collect();
+        Snapshot::showing(ns, log, &|_| true)
+    }
+
+    /// The mount's statistics (over every stream), and those of the streams `shown` lets
+    /// through: what a requester who may read only some streams is shown.
+    pub fn showing(ns: &Namespace, log: String, shown: &dyn Fn(&Stream) -> bool) -> Snapshot {
+        let mut parked = 0;
+        let mut stats = Vec::new();
+        let mut streams = Vec::new();
+        for (name, s) in ns.entries() {
+            let snap = StreamSnapshot::of(&name, &s);
+            parked += snap.parked_reads();
+            if shown(&s) {
+                streams.push(snap);
+            } else {
+                stats.push(snap.stats);
+            }
+        }
         streams.sort_by(|a, b| a.name.cmp(&b.name));
-        let parked = streams.iter().map(StreamSnapshot::parked_reads).sum();
-        let stats: Vec<&StreamStats> = streams.iter().map(|s| &s.stats).collect();
-        let mount = MountSnapshot::from_stats(ns, log, &stats, parked);
+        let all: Vec<&StreamStats> = streams.iter().map(|s| &s.stats).chain(&stats).collect();
+        let mount = MountSnapshot::from_stats(ns, log, &all, parked);
         Snapshot { mount, streams }
     }
 }
@@ -376,6 +388,11 @@ mod tests {
         assert_eq!(snap.mount.parked_reads, 1);
         // The mount's figures without the readers' agree with the full snapshot's.
         assert_eq!(MountSnapshot::of(&ns, String::new()), snap.mount);
+        // A requester shown only `b` sees b alone, and the mount's totals over both.
+        let shown = Snapshot::showing(&ns, String::new(), &|s| std::ptr::eq(s, &*b));
+        let names: Vec<&[u8]> = shown.streams.iter().map(|s| &s.name[..]).collect();
+        assert_eq!(names, [&b"b"[..]]);
+        assert_eq!(shown.mount, snap.mount);
         let fields = snap.streams[0].fields();
         assert_eq!(fields[0], ("bytes_written", Value::Num(205)));
         assert_eq!(

@@ -50,6 +50,9 @@ pub struct Status {
     /// The root's `user.streamfs.*` attributes (totals, defaults, the daemon's pid, ...).
     pub mount: Vec<(String, String)>,
     pub streams: Vec<StreamStatus>,
+    /// Streams left out: their attributes are not readable by the caller (the kernel
+    /// checks a stream's mode for them, as for its data).
+    pub unreadable: u64,
 }
 
 /// Whether an attribute (without the prefix) is one of the reader pages.
@@ -112,6 +115,7 @@ pub fn collect(mountpoint: &Path) -> Result<Status, String> {
     let (root, _) = streamfs_mount(mountpoint)?;
     let mount = read_attrs(&root).map_err(|e| path_error(&root, &e))?;
     let mut streams = Vec::new();
+    let mut unreadable = 0;
     let dir = std::fs::read_dir(&root).map_err(|e| path_error(&root, &e))?;
     for entry in dir {
         let entry = entry.map_err(|e| path_error(&root, &e))?;
@@ -125,6 +129,8 @@ pub fn collect(mountpoint: &Path) -> Result<Status, String> {
             }),
             // Removed (or renamed) since the listing.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            // Another user's stream this one may not read: its figures are not its to see.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => unreadable += 1,
             Err(e) => return Err(path_error(&path, &e)),
         }
     }
@@ -133,6 +139,7 @@ pub fn collect(mountpoint: &Path) -> Result<Status, String> {
         mountpoint: root,
         mount,
         streams,
+        unreadable,
     })
 }
 
@@ -204,6 +211,13 @@ pub fn render_table(status: &Status) -> String {
     }
     if let Some(backend) = mount("backend").filter(|b| !b.is_empty() && b != "local") {
         let _ = writeln!(out, "backend: {}", printable(&backend));
+    }
+    match status.unreadable {
+        0 => {}
+        1 => out.push_str("1 stream not shown: you may not read it\n"),
+        n => {
+            let _ = writeln!(out, "{n} streams not shown: you may not read them");
+        }
     }
     out
 }
@@ -294,6 +308,7 @@ pub fn render_json(status: &Status) -> String {
     top.add_bytes("mountpoint", status.mountpoint.as_os_str().as_bytes());
     top.add("mount", Json::Obj(mount));
     top.add("streams", Json::Arr(streams));
+    top.add("unreadable", Json::Num(status.unreadable.to_string()));
     let mut out = Json::Obj(top).to_text();
     out.push('\n');
     out

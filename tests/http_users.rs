@@ -141,6 +141,57 @@ fn with_allow_other_modes_owners_and_the_sticky_root_decide() {
     assert_eq!(m.file("private").metadata().unwrap().len(), 3);
 }
 
+/// What a user may not read of another's stream, it is not shown either: `status` (table
+/// and JSON) leaves the stream out and says how many it left out; `/streams` and
+/// `/metrics` leave out its figures (the mount's totals still count it); its owner sees it.
+#[test]
+fn another_users_unreadable_stream_is_left_out_of_status_and_listings() {
+    let _ = non_root_setup();
+    let m = Mount::new(&["-o", "allow_other", "--http", "127.0.0.1:0"]);
+    let port = m.http_port();
+    let mp = m.path.display();
+    for (umask, name) in [("077", "private"), ("022", "public")] {
+        let (code, _, err) = as_user(A, &format!("umask {umask}; echo a > '{mp}/{name}'"));
+        assert_eq!(code, 0, "{err}");
+    }
+    let bin = bin();
+    for (user, shown, left_out) in [(B, &["public"][..], 1), (A, &["private", "public"], 0)] {
+        let (code, json, err) = as_user(user, &format!("{bin} status --json '{mp}'"));
+        assert_eq!(code, 0, "{user}: {err}");
+        let names: Vec<&str> = json
+            .split("\"name\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        assert_eq!(names, shown, "{user}: {json}");
+        assert!(
+            json.contains(&format!("\"unreadable\":{left_out}")),
+            "{user}: {json}"
+        );
+        let (code, table, err) = as_user(user, &format!("{bin} status '{mp}'"));
+        assert_eq!(code, 0, "{user}: {err}");
+        assert_eq!(
+            table.contains("1 stream not shown: you may not read it"),
+            left_out == 1,
+            "{user}: {table}"
+        );
+        let get = |path: &str| as_user(user, &format!("curl -s http://127.0.0.1:{port}{path}")).1;
+        let listing = get("/streams");
+        let metrics = get("/metrics");
+        for name in ["private", "public"] {
+            let want = shown.contains(&name);
+            let row = format!("\"name\":\"{name}\"");
+            assert_eq!(listing.contains(&row), want, "{user} /streams: {listing}");
+            let row = format!("streamfs_stream_writes_total{{stream=\"{name}\"}} 1");
+            assert_eq!(metrics.contains(&row), want, "{user} /metrics: {metrics}");
+        }
+        assert!(
+            metrics.contains("\nstreamfs_streams 2\n"),
+            "{user}: {metrics}"
+        );
+    }
+}
+
 #[test]
 fn a_token_still_grants_everything() {
     let _ = non_root_setup();

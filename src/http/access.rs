@@ -2,6 +2,8 @@
 //! mount (the kernel's rules: only its user without `allow_other`, the modes of the streams
 //! and of the root with it). Knows the gateway's context, not how requests are shaped.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +107,15 @@ pub struct Rules {
     pub root_owner: (u32, u32),
 }
 
+impl Rules {
+    fn of(ctx: &Ctx) -> Rules {
+        Rules {
+            allow_other: ctx.mount.kernel.allow_other,
+            root_owner: (daemon_uid(), daemon_gid()),
+        }
+    }
+}
+
 const R: u32 = 4;
 const W: u32 = 2;
 const X: u32 = 1;
@@ -173,15 +184,28 @@ pub fn decide(
 
 /// [`decide`] for a request of `peer` on this gateway, a refusal answered `403`.
 pub fn check(ctx: &Ctx, peer: Peer, op: Op) -> Result<(), hyper::Response<Body>> {
-    let rules = Rules {
-        allow_other: ctx.mount.kernel.allow_other,
-        root_owner: (daemon_uid(), daemon_gid()),
-    };
+    let rules = Rules::of(ctx);
     let in_group = |gid| match peer.who {
         Who::User(uid) => peer::in_group(uid, gid),
         _ => false,
     };
     decide(rules, peer.who, &in_group, op).map_err(|msg| text(StatusCode::FORBIDDEN, msg))
+}
+
+/// Whether `peer` may read a stream, for a listing of many: each group looked up once.
+pub fn reader_of(ctx: &Ctx, peer: Peer) -> impl Fn(&Stream) -> bool {
+    let rules = Rules::of(ctx);
+    let groups = RefCell::new(HashMap::new());
+    move |s: &Stream| {
+        let in_group = |gid| match peer.who {
+            Who::User(uid) => *groups
+                .borrow_mut()
+                .entry(gid)
+                .or_insert_with(|| peer::in_group(uid, gid)),
+            _ => false,
+        };
+        decide(rules, peer.who, &in_group, Op::Read(&s.meta())).is_ok()
+    }
 }
 
 /// The metadata of a stream `peer` creates: the FUSE side's rule (the mount's `uid`/`gid`

@@ -66,10 +66,14 @@ fn log() -> String {
     crate::daemon::log_destination().unwrap_or_default()
 }
 
-/// `GET /streams`: a JSON array of every stream (an array even for one or none), sorted by
-/// name, each object with the fields of `streams[]` in `streamfs status --json`.
-pub fn streams_json(ns: &Namespace) -> String {
-    let snap = Snapshot::of(ns, log());
+/// Whether the requester may see a stream's figures and readers (may read it).
+pub type Shown<'a> = &'a dyn Fn(&Stream) -> bool;
+
+/// `GET /streams`: a JSON array of every stream `shown` lets through (an array even for one
+/// or none), sorted by name, each object with the fields of `streams[]` in `streamfs status
+/// --json`.
+pub fn streams_json(ns: &Namespace, shown: Shown) -> String {
+    let snap = Snapshot::showing(ns, log(), shown);
     let mut out = Json::Arr(snap.streams.iter().map(stream_json).collect()).to_text();
     out.push('\n');
     out
@@ -307,9 +311,10 @@ fn header(out: &mut String, f: &Family) {
 }
 
 /// `GET /metrics`: Prometheus text exposition format (version 0.0.4): per stream (label
-/// `stream`), for the whole mount, and the gateway's connections.
-pub fn metrics(ns: &Namespace, http: &HttpStats) -> String {
-    let snap = Snapshot::of(ns, log());
+/// `stream`, the streams `shown` lets through), for the whole mount, and the gateway's
+/// connections.
+pub fn metrics(ns: &Namespace, http: &HttpStats, shown: Shown) -> String {
+    let snap = Snapshot::showing(ns, log(), shown);
     let labels: Vec<String> = snap.streams.iter().map(|s| label_value(&s.name)).collect();
     let mut out = String::with_capacity(1024 + snap.streams.len() * 1024);
     for (f, figure) in STREAM_FAMILIES {
@@ -387,9 +392,9 @@ mod tests {
 
     #[test]
     fn listings_are_arrays_for_none_and_one() {
-        assert_eq!(streams_json(&ns_with(&[])), "[]\n");
+        assert_eq!(streams_json(&ns_with(&[]), &|_| true), "[]\n");
         let ns = ns_with(&[b"cam1"]);
-        let s = streams_json(&ns);
+        let s = streams_json(&ns, &|_| true);
         assert!(
             s.starts_with("[{\"name\":\"cam1\",\"bytes_written\":0,"),
             "{s}"
@@ -423,7 +428,7 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type() {
         let ns = ns_with(&[b"a", b"b"]);
-        let m = metrics(&ns, &HttpStats::default());
+        let m = metrics(&ns, &HttpStats::default(), &|_| true);
         let families = STREAM_FAMILIES.iter().map(|(f, _)| f);
         for f in families.chain(MOUNT_FAMILIES.iter().map(|(f, _)| f)) {
             assert!(m.contains(&format!("# TYPE {} {}\n", f.name, f.kind)));

@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{error, info, warn};
 
-use super::access::Peer;
+use super::access::{Op, Peer};
 use super::body::{Body, ReqBody};
 use super::config::read_token;
 use super::observe::{self, HttpStats};
@@ -391,7 +391,7 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
     if let Err(r) = authorize(&req, &ctx.auth) {
         return r;
     }
-    if let Err(r) = super::access::check(ctx, remote, super::access::Op::List) {
+    if let Err(r) = super::access::check(ctx, remote, Op::List) {
         return r;
     }
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE) && has_body(&req) {
@@ -401,6 +401,9 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
         );
     }
     let path = req.uri().path().to_string();
+    // A stream's figures and readers are for those who may read it, as its xattrs are on
+    // the mount; the listing leaves out the others.
+    let readable = super::access::reader_of(ctx, remote);
     let get_only = |req: &Request<ReqBody>, f: &dyn Fn() -> Response<Body>| {
         if matches!(*req.method(), Method::GET | Method::HEAD) {
             f()
@@ -413,11 +416,14 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
         "/metrics" => get_only(&req, &|| {
             typed(
                 observe::METRICS_CONTENT_TYPE,
-                observe::metrics(&ctx.ns, &ctx.stats),
+                observe::metrics(&ctx.ns, &ctx.stats, &readable),
             )
         }),
         "/streams" | "/streams/" => get_only(&req, &|| {
-            typed("application/json", observe::streams_json(&ctx.ns))
+            typed(
+                "application/json",
+                observe::streams_json(&ctx.ns, &readable),
+            )
         }),
         p if p.starts_with("/streams/") => {
             let rest = &p["/streams/".len()..];
@@ -433,15 +439,11 @@ async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body>
             };
             match sub {
                 None => super::streams::stream(req, ctx, &name, remote).await,
-                // Who reads a stream is for those who may read it, as its xattrs are.
                 Some("readers") => get_only(&req, &|| match ctx.ns.lookup(&name) {
-                    Some(s) => {
-                        match super::access::check(ctx, remote, super::access::Op::Read(&s.meta()))
-                        {
-                            Ok(()) => typed("application/json", observe::readers_json(&name, &s)),
-                            Err(refused) => refused,
-                        }
-                    }
+                    Some(s) => match super::access::check(ctx, remote, Op::Read(&s.meta())) {
+                        Ok(()) => typed("application/json", observe::readers_json(&name, &s)),
+                        Err(refused) => refused,
+                    },
                     None => super::streams::no_stream(&name),
                 }),
                 Some(_) => text(StatusCode::NOT_FOUND, "no such path"),
