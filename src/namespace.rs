@@ -209,6 +209,23 @@ impl Namespace {
         self.forget(name)
     }
 
+    /// [`Namespace::remove`] of `name` only while it names `stream` (the one a caller
+    /// checked): `Ok(false)`, and nothing removed, when it names another stream or none.
+    /// Locally the check and the removal are one step; with an engine, `name` is removed on
+    /// every host if it named `stream` here an instant before.
+    pub fn remove_stream(&self, name: &[u8], stream: &Arc<Stream>) -> Result<bool, StreamError> {
+        if let Some(engine) = self.engine() {
+            if !self.lookup(name).is_some_and(|s| Arc::ptr_eq(&s, stream)) {
+                return Ok(false);
+            }
+            engine.remove(name)?;
+            // The engine's feed may have forgotten it already: removed all the same.
+            self.forget_stream(name, stream);
+            return Ok(true);
+        }
+        Ok(self.forget_stream(name, stream))
+    }
+
     /// Removes `name` from this host only, if it still names `stream`: for an engine whose
     /// stream is gone (another host removed it). Returns whether it did.
     pub fn forget_stream(&self, name: &[u8], stream: &Arc<Stream>) -> bool {

@@ -1510,6 +1510,13 @@ fn namespace_remove_ends_the_stream_and_frees_the_name() {
     assert!(!s2.stats().removed);
     let r2 = s2.open_reader("r2".into()).unwrap();
     assert_eq!(read_now(&r2, 10), ReadOutcome::WouldBlock);
+    // Removing the stream a caller checked leaves the one that replaced it alone.
+    assert_eq!(ns.remove_stream(b"x", &s), Ok(false));
+    assert!(!s2.stats().removed);
+    assert!(Arc::ptr_eq(&ns.lookup(b"x").unwrap(), &s2));
+    assert_eq!(ns.remove_stream(b"x", &s2), Ok(true));
+    assert!(s2.stats().removed && ns.lookup(b"x").is_none());
+    assert_eq!(ns.remove_stream(b"x", &s2), Ok(false));
 }
 
 #[test]

@@ -243,25 +243,19 @@ pub fn create(
     Ok((stream, created))
 }
 
-/// Removes `name` if `peer` may: the stream checked is the one removed, unless it is
-/// replaced in the instant between (then the check is made again, a few times). `None`:
-/// there is no such stream.
+/// Removes `name` if `peer` may: the stream checked is the one removed; one that replaced
+/// it meanwhile is checked in turn (a few times). `None`: there is no such stream.
 pub fn remove(ctx: &Ctx, peer: Peer, name: &[u8]) -> Result<(), Option<hyper::Response<Body>>> {
     for _ in 0..8 {
         let stream = ctx.ns.lookup(name).ok_or(None)?;
         check(ctx, peer, Op::Remove(&stream.meta())).map_err(Some)?;
-        if ctx
-            .ns
-            .lookup(name)
-            .is_some_and(|s| Arc::ptr_eq(&s, &stream))
-        {
-            return ctx.ns.remove(name).map_err(|e| match e {
-                StreamError::NotFound => None,
-                e => {
-                    let (status, msg) = super::streams::stream_error(&e);
-                    Some(text(status, msg))
-                }
-            });
+        match ctx.ns.remove_stream(name, &stream) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                let (status, msg) = super::streams::stream_error(&e);
+                return Err(Some(text(status, msg)));
+            }
         }
     }
     Err(Some(text(

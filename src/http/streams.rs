@@ -390,15 +390,11 @@ pub async fn upload(
         }
         Err(r) => {
             // A refused upload leaves nothing behind: the stream it made goes again, unless
-            // someone else began to use it meanwhile.
+            // someone else began to use it meanwhile (or it was replaced).
             let st = stream.stats();
             let untouched = st.written_bytes == 0 && st.readers == 0 && st.writers == 0;
-            let same = ctx
-                .ns
-                .lookup(name)
-                .is_some_and(|s| Arc::ptr_eq(&s, &stream));
-            if created && untouched && same {
-                let _ = ctx.ns.remove(name);
+            if created && untouched {
+                let _ = ctx.ns.remove_stream(name, &stream);
             }
             Err(r)
         }
