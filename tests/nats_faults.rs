@@ -223,7 +223,15 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
     eprintln!("a waiting write killed after {:?}", t.elapsed());
 
     nats.restart(0);
-    // Writes resume; readers go on where they were, with nothing lost or repeated.
+    // Once the mounts are connected again, writes resume; readers go on where they were,
+    // with nothing lost or repeated.
+    for m in [&a, &b] {
+        wait_for("the mounts to reconnect", LONG, || {
+            streamfs::control::get_xattr(&m.path, "user.streamfs.backend")
+                .unwrap()
+                .contains(" connected ")
+        });
+    }
     for s in 11..20 {
         w.write_all(&record(0, s, LEN)).unwrap();
     }

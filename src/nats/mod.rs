@@ -67,6 +67,21 @@ pub struct Nats {
     next_key: std::sync::atomic::AtomicU64,
 }
 
+/// The wait before reconnect attempt `attempts` (1 is the first): none, then doubling from
+/// 2 ms up to [`RECONNECT_MAX`]. The client's own default grows to 4 s, and a write waiting
+/// `nats_timeout` (2 s, say) could fail with EIO while the cluster was back, the client
+/// still asleep.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let exp = attempts.saturating_sub(1).min(16) as u32;
+    match attempts {
+        0 | 1 => Duration::ZERO,
+        _ => Duration::from_millis(1 << exp).min(RECONNECT_MAX),
+    }
+}
+
+/// The longest wait between two reconnect attempts: a cluster back is seen within it.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+
 impl Nats {
     /// Starts the runtime thread, connects (failing with a one-line reason naming the URLs)
     /// and adopts the streams that exist already, then keeps the namespace in step.
@@ -90,6 +105,7 @@ impl Nats {
             let mut opts = async_nats::ConnectOptions::new()
                 .name("streamfs")
                 .max_reconnects(None)
+                .reconnect_delay_callback(reconnect_delay)
                 .connection_timeout(s.timeout.min(Duration::from_secs(5)));
             if let Some(creds) = &s.creds {
                 opts = opts
@@ -365,4 +381,16 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_attempts_wait_at_most_half_a_second() {
+        let ms = |a| reconnect_delay(a).as_millis();
+        let got: Vec<u128> = [1, 2, 3, 9, 10, 11, 100, usize::MAX].map(ms).to_vec();
+        assert_eq!(got, [0, 2, 4, 256, 500, 500, 500, 500]);
+    }
 }
