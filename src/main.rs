@@ -112,9 +112,9 @@ until the mount is gone and the daemon has exited.";
 const STATUS_LONG_ABOUT: &str = "\
 Show the streams of a mount: readers, writers, rate, ring fill, drops, and a line per reader.
 
-MOUNTPOINT must be the root of a mounted fuse.streamfs filesystem. --json prints one JSON
-document on one line (schema 1: every statistic of the mount and of each stream, readers as
-objects). --watch refreshes every second: on a terminal it redraws the screen; otherwise it
+MOUNTPOINT must be the root of a mounted fuse.streamfs filesystem. Streams the caller may
+not read are left out, and counted. --json prints one JSON document on one line (schema 1:
+every statistic of the mount and of each stream, readers as objects). --watch refreshes every second: on a terminal it redraws the screen; otherwise it
 prints the table again after a blank line, or with --json one document per line (JSON
 Lines), until stopped.";
 

@@ -229,7 +229,7 @@ impl MountSnapshot {
 }
 
 /// The whole namespace at one moment (each stream read under its own lock, one after the
-/// other: totals are the sums of the streams shown).
+/// other: totals are the sums of every stream's figures, shown or not).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub mount: MountSnapshot,
@@ -250,12 +250,14 @@ impl Snapshot {
         let mut stats = Vec::new();
         let mut streams = Vec::new();
         for (name, s) in ns.entries() {
-            let snap = StreamSnapshot::of(&name, &s);
-            parked += snap.parked_reads();
             if shown(&s) {
+                let snap = StreamSnapshot::of(&name, &s);
+                parked += snap.parked_reads();
                 streams.push(snap);
             } else {
-                stats.push(snap.stats);
+                // Counted in the totals; its readers are not listed, so not gathered.
+                parked += s.parked_reads().len() as u64;
+                stats.push(s.stats());
             }
         }
         streams.sort_by(|a, b| a.name.cmp(&b.name));

@@ -142,8 +142,9 @@ fn with_allow_other_modes_owners_and_the_sticky_root_decide() {
 }
 
 /// What a user may not read of another's stream, it is not shown either: `status` (table
-/// and JSON) leaves the stream out and says how many it left out; `/streams` and
-/// `/metrics` leave out its figures (the mount's totals still count it); its owner sees it.
+/// and JSON) leaves the stream out and says how many it left out; `/streams`, `/metrics`
+/// and the original's listing leave out its figures (the mount's totals still count it);
+/// its owner sees it all.
 #[test]
 fn another_users_unreadable_stream_is_left_out_of_status_and_listings() {
     let _ = non_root_setup();
@@ -178,12 +179,20 @@ fn another_users_unreadable_stream_is_left_out_of_status_and_listings() {
         let get = |path: &str| as_user(user, &format!("curl -s http://127.0.0.1:{port}{path}")).1;
         let listing = get("/streams");
         let metrics = get("/metrics");
+        let files = get("/api/v1/directories?path=/");
         for name in ["private", "public"] {
             let want = shown.contains(&name);
             let row = format!("\"name\":\"{name}\"");
             assert_eq!(listing.contains(&row), want, "{user} /streams: {listing}");
             let row = format!("streamfs_stream_writes_total{{stream=\"{name}\"}} 1");
             assert_eq!(metrics.contains(&row), want, "{user} /metrics: {metrics}");
+            // The original's listing names every stream, with its reader count only for
+            // those the user may read.
+            let entry = files
+                .split("{\"name\":")
+                .find(|e| e.starts_with(&format!("\"{name}\"")))
+                .unwrap_or_else(|| panic!("{user}: {name} not listed: {files}"));
+            assert_eq!(entry.contains("active_readers"), want, "{user}: {files}");
         }
         assert!(
             metrics.contains("\nstreamfs_streams 2\n"),

@@ -85,19 +85,24 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// A stream as the original's FileInfo: `size` is the bytes written, `meta` its counters
-/// (string values, capitalised keys, as the original).
-fn file_info(name: &[u8], s: &Stream) -> String {
+/// (string values, capitalised keys, as the original). The count of its readers is shown
+/// only to a client that may read it (`readable`), as its attributes are on the mount.
+fn file_info(name: &[u8], s: &Stream, readable: bool) -> String {
     let st = s.stats();
+    let readers = if readable {
+        format!(",\"active_readers\":\"{}\"", st.readers)
+    } else {
+        String::new()
+    };
     format!(
         "{{\"name\":{},\"size\":{},\"mode\":{},\"modTime\":\"{}\",\"isDir\":false,\
          \"meta\":{{\"Name\":\"streamfs\",\"Type\":\"stream\",\"Content\":{{\
-         \"total_written\":\"{}\",\"active_readers\":\"{}\"}}}}}}",
+         \"total_written\":\"{}\"{readers}}}}}}}",
         json_string(&String::from_utf8_lossy(name)),
         st.written_bytes,
         s.meta().mode,
         rfc3339(st.mtime),
         st.written_bytes,
-        st.readers
     )
 }
 
@@ -110,7 +115,8 @@ fn root_info() -> String {
     )
 }
 
-fn listing(ctx: &Ctx) -> String {
+fn listing(ctx: &Ctx, remote: Peer) -> String {
+    let readable = access::reader_of(ctx, remote);
     let mut out = String::from("{\"files\":[");
     let mut after = 0;
     let mut first = true;
@@ -124,7 +130,7 @@ fn listing(ctx: &Ctx) -> String {
                     out.push(',');
                 }
                 first = false;
-                out.push_str(&file_info(name, &s));
+                out.push_str(&file_info(name, &s, readable(&s)));
             }
         }
     }
@@ -179,7 +185,7 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
                 return not_allowed("GET, HEAD");
             }
             match target(ctx, &query) {
-                Ok(Target::Root) => json(StatusCode::OK, listing(ctx)),
+                Ok(Target::Root) => json(StatusCode::OK, listing(ctx, remote)),
                 Ok(Target::Stream(_)) => error(StatusCode::BAD_REQUEST, "not a directory"),
                 Err(r) => r,
             }
@@ -192,7 +198,7 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
                 Ok(Target::Root) => json(StatusCode::OK, root_info() + "\n"),
                 Ok(Target::Stream(n)) => match ctx.ns.lookup(&n) {
                     Some(s) => match access::check(ctx, remote, Op::Read(&s.meta())) {
-                        Ok(()) => json(StatusCode::OK, file_info(&n, &s) + "\n"),
+                        Ok(()) => json(StatusCode::OK, file_info(&n, &s, true) + "\n"),
                         Err(r) => r,
                     },
                     None => error(StatusCode::NOT_FOUND, "no such file or directory"),
