@@ -7,10 +7,8 @@ use for live streams over HTTP, on the same machine in the same run.
   (scripts/httpload.rs) that counts bytes per connection. Between two marks a few seconds
   apart the bench samples the server's CPU time and RSS: CPU-seconds per GiB delivered, RSS
   per listener (over the server's RSS with the source alone, taken after 16 listeners came
-  and went, so that what a server's threads touch once on first use is left out), RSS per
-  listener of N again once the first N left (over the RSS they left: what holding N costs a
-  long-running server, without what its allocator kept of their arrival), and whether
-  every listener got the whole window (the server took the source at its rate,
+  and went, so that what a server's threads touch once on first use is left out), and
+  whether every listener got the whole window (the server took the source at its rate,
   none ended, the slowest got at least 95 % of what the source sent).
 - 1 -> 1: 1 MiB writes into the mount read by one HTTP GET (httpload drain, 1 MiB reads)
   against one `dd bs=1M` reader on the mount (slow_reader=block, lossless).
@@ -205,34 +203,6 @@ class Gateway:
 LISTEN_OPTS = "ring_buffer_size=64K,channel_buffer_size=512K"
 
 
-def hold(b, srv, contender, n, warmup, measure):
-    """N listeners held by httpload for `warmup` then `measure` seconds: its result, and the
-    server's (CPU seconds, source bytes, RSS, drops) at the window's start and end marks."""
-    client = b.spawn([HTTPLOAD[0], "listen", srv.url, str(n), str(warmup), str(measure),
-                      str(WINDOW)], stdout=subprocess.PIPE, text=True)
-    marks = {}
-    result = None
-    for line in client.stdout:
-        words = line.split()
-        if words[:2] == ["mark", "start"] or words[:2] == ["mark", "end"]:
-            marks[words[1]] = (b.cpu_seconds(srv.pid), srv.source.sent, b.rss(srv.pid), srv.drops())
-        elif words[:1] == ["result"]:
-            result = dict(kv.split("=") for kv in words[1:])
-        elif words[:1] == ["connected"]:
-            b.log(f"http {contender} N={n}: {line.strip()}")
-    b.reap(client)
-    if result is None or set(marks) != {"start", "end"}:
-        raise RuntimeError(f"httpload gave no result for {contender} N={n}")
-    if srv.source.error:
-        raise RuntimeError(f"the {contender} source failed: {srv.source.error}")
-    return result, marks
-
-
-def settled_rss(b, srv):
-    time.sleep(0.5)  # the source alone, settled
-    return b.rss(srv.pid)
-
-
 def listen_run(b, contender, n, warmup, measure):
     srv = Gateway(b, LISTEN_OPTS) if contender == "streamfs" else Icecast(b, n + 100)
     try:
@@ -244,15 +214,26 @@ def listen_run(b, contender, n, warmup, measure):
         warm = b.spawn([HTTPLOAD[0], "listen", srv.url, str(WINDOW), "0.2", "0.3", str(WINDOW)],
                        stdout=subprocess.DEVNULL)
         b.reap(warm)
-        rss0 = settled_rss(b, srv)
-        result, marks = hold(b, srv, contender, n, warmup, measure)
+        time.sleep(0.5)  # the source alone, settled: the RSS base
+        rss0 = b.rss(srv.pid)
+        client = b.spawn([HTTPLOAD[0], "listen", srv.url, str(n), str(warmup), str(measure),
+                          str(WINDOW)], stdout=subprocess.PIPE, text=True)
+        marks = {}
+        result = None
+        for line in client.stdout:
+            words = line.split()
+            if words[:2] == ["mark", "start"] or words[:2] == ["mark", "end"]:
+                marks[words[1]] = (b.cpu_seconds(srv.pid), srv.source.sent, b.rss(srv.pid), srv.drops())
+            elif words[:1] == ["result"]:
+                result = dict(kv.split("=") for kv in words[1:])
+            elif words[:1] == ["connected"]:
+                b.log(f"http {contender} N={n}: {line.strip()}")
+        b.reap(client)
+        if result is None or set(marks) != {"start", "end"}:
+            raise RuntimeError(f"httpload gave no result for {contender} N={n}")
+        if srv.source.error:
+            raise RuntimeError(f"the {contender} source failed: {srv.source.error}")
         (c0, s0, _, d0), (c1, s1, rss1, d1) = marks["start"], marks["end"]
-        # N again, once the first N are gone: what holding N costs a server that has held
-        # them before (a long-running one), without what its allocator kept of the first
-        # N's arrival.
-        base_again = settled_rss(b, srv)
-        _, again = hold(b, srv, contender, n, 1.0, 1.0)
-        rss_again = again["end"][2]
         sent = s1 - s0
         got = int(result["sum"])
         listeners = int(result["listeners"])
@@ -264,15 +245,12 @@ def listen_run(b, contender, n, warmup, measure):
         held = on_time and listeners == n and int(result["ended"]) == 0 and slowest >= 0.95 * sent
         drops = None if d0 is None else d1 - d0
         return dict(cpu=(c1 - c0) / (got / b.GiB) if got else float("nan"),
-                    rss=(rss1 - rss0) / n, rss_again=(rss_again - base_again) / n,
-                    held=held, listeners=listeners,
+                    rss=(rss1 - rss0) / n, held=held, listeners=listeners,
                     slowest=slowest / sent if sent else 0.0, source=sent / float(result["secs"]),
                     gbs=got / float(result["secs"]) / 1e9, drops=drops,
                     show=f"{listeners}/{n} ended={result['ended']} source={sent / float(result['secs']) / 1e3:.0f}kB/s "
                          f"slowest={slowest / max(sent, 1):.2f} "
-                         f"held={held} cpu/GiB={(c1 - c0) / max(got / b.GiB, 1e-9):.2f} "
-                         f"rss/listener={(rss1 - rss0) / n / b.KiB:.2f}KiB "
-                         f"again={(rss_again - base_again) / n / b.KiB:.2f}KiB")
+                         f"held={held} cpu/GiB={(c1 - c0) / max(got / b.GiB, 1e-9):.2f}")
     finally:
         srv.close()
 
@@ -333,8 +311,7 @@ def scenario(b):
           "64 KiB) and N listeners held by one epoll client (scripts/httpload.rs) counting bytes per "
           f"connection. Over a {measure:g} s window after all N connected and {warmup:g} s more: "
           "server CPU-seconds per GiB delivered, server RSS per listener (over its RSS with the source "
-          "alone, after 16 listeners came and went; **N again**: N more once the first N left, over "
-          "the RSS they left), and whether N were **held**: the server took the source at ≥ 95 % of its rate, none "
+          "alone, after 16 listeners came and went), and whether N were **held**: the server took the source at ≥ 95 % of its rate, none "
           "ended, and the slowest got ≥ 95 % of what the source sent. streamfs: ring 64 KiB, channel 512 KiB, policy drop (its drops column: writes "
           "dropped for listeners in the window). Ratio = streamfs ÷ Icecast per round, **median** "
           "(min–max): **< 1 means streamfs uses less**.")
@@ -351,14 +328,12 @@ def scenario(b):
             # Held in every round, and (where the server counts them) nothing dropped.
             if all(x["held"] and not x["drops"] for x in rs):
                 largest[c] = max(largest[c], n)
-            cpu_ratio = rss_ratio = again_ratio = "—"
+            cpu_ratio = rss_ratio = "—"
             if c == "streamfs" and "icecast" in res:
                 rc = b.per_round_ratios(rs, res["icecast"], "cpu")
                 rr = b.per_round_ratios(rs, res["icecast"], "rss")
-                ra = b.per_round_ratios(rs, res["icecast"], "rss_again")
-                ratios[n] = (rc, rr, ra)
+                ratios[n] = (rc, rr)
                 cpu_ratio, rss_ratio = b.ratio_cell(rc), b.ratio_cell(rr)
-                again_ratio = b.ratio_cell(ra)
             drops = [x["drops"] for x in rs if x["drops"] is not None]
             rows.append([str(n) if c == contenders[0] else "", c,
                          f"{sum(x['held'] for x in rs)}/{len(rs)}",
@@ -366,18 +341,15 @@ def scenario(b):
                          f"{100 * min(x['slowest'] for x in rs):.0f} %",
                          b.f2(b.med([x["cpu"] for x in rs])), cpu_ratio,
                          f"{b.med([x['rss'] for x in rs]) / b.KiB:.1f}", rss_ratio,
-                         f"{b.med([x['rss_again'] for x in rs]) / b.KiB:.1f}", again_ratio,
                          str(max(drops)) if drops else "—"])
     b.table(["N", "server", "held", "source kB/s (min)", "slowest got", "CPU s/GiB", "CPU ÷ Icecast",
-             "RSS KiB/listener", "RSS ÷ Icecast", "N again: RSS KiB/listener", "N again ÷ Icecast",
-             "drops"], rows, "llrrrrrrrrrr")
+             "RSS KiB/listener", "RSS ÷ Icecast", "drops"], rows, "llrrrrrrrr")
     b.out("Largest N held in every round with no drop: " +
           ", ".join(f"{c} {largest[c] or 'none'}" for c in contenders) + ".")
     b.out()
     if ratios:
         # At every N: a server that saturates at some N must not win the goal by it.
-        for i, what in ((0, "CPU per GiB delivered"), (1, "RSS per listener"),
-                        (2, "RSS per listener, N again")):
+        for i, what in ((0, "CPU per GiB delivered"), (1, "RSS per listener")):
             cells = "; ".join(f"N = {n}: {b.ratio_cell(ratios[n][i])}" for n in sorted(ratios))
             b.goal("http", f"http: {what}, streamfs ÷ Icecast", cells, "≤ 0.5 at every N",
                    all(b.med(ratios[n][i]) <= 0.5 for n in ratios))
