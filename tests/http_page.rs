@@ -285,15 +285,7 @@ es.onerror = () => {{ document.body.dataset.error = "yes"; }};
 
 #[test]
 fn the_page_passes_its_access_token_on_to_its_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
-    let m = Mount::new(&[
-        "--http",
-        "127.0.0.1:0",
-        "--http-token",
-        token.to_str().unwrap(),
-    ]);
+    let m = Mount::with_token("s3cret");
     let port = m.http_port();
     std::fs::write(m.file("cam1"), b"x").unwrap();
     let dom = chromium(

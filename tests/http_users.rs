@@ -88,16 +88,23 @@ fn without_allow_other_only_the_mounts_user_is_served() {
     assert!(out.contains("token"), "{out}");
 }
 
-#[test]
-fn with_allow_other_modes_owners_and_the_sticky_root_decide() {
-    let (_, uid_b) = non_root_setup();
+/// An allow_other mount serving HTTP, where A made `private` (mode 0600) and `public`
+/// (0644), each holding "a\n".
+fn a_private_and_a_public_stream_of_a() -> Mount {
     let m = Mount::new(&["-o", "allow_other", "--http", "127.0.0.1:0"]);
-    let port = m.http_port();
     let mp = m.path.display();
     for (umask, name) in [("077", "private"), ("022", "public")] {
         let (code, _, err) = as_user(A, &format!("umask {umask}; echo a > '{mp}/{name}'"));
         assert_eq!(code, 0, "{err}");
     }
+    m
+}
+
+#[test]
+fn with_allow_other_modes_owners_and_the_sticky_root_decide() {
+    let (_, uid_b) = non_root_setup();
+    let m = a_private_and_a_public_stream_of_a();
+    let port = m.http_port();
     assert_eq!(m.file("private").metadata().unwrap().mode() & 0o777, 0o600);
     check(
         port,
@@ -148,13 +155,9 @@ fn with_allow_other_modes_owners_and_the_sticky_root_decide() {
 #[test]
 fn another_users_unreadable_stream_is_left_out_of_status_and_listings() {
     let _ = non_root_setup();
-    let m = Mount::new(&["-o", "allow_other", "--http", "127.0.0.1:0"]);
+    let m = a_private_and_a_public_stream_of_a();
     let port = m.http_port();
     let mp = m.path.display();
-    for (umask, name) in [("077", "private"), ("022", "public")] {
-        let (code, _, err) = as_user(A, &format!("umask {umask}; echo a > '{mp}/{name}'"));
-        assert_eq!(code, 0, "{err}");
-    }
     let bin = bin();
     for (user, shown, left_out) in [(B, &["public"][..], 1), (A, &["private", "public"], 0)] {
         let (code, json, err) = as_user(user, &format!("{bin} status --json '{mp}'"));
@@ -204,15 +207,7 @@ fn another_users_unreadable_stream_is_left_out_of_status_and_listings() {
 #[test]
 fn a_token_still_grants_everything() {
     let _ = non_root_setup();
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
-    let m = Mount::new(&[
-        "--http",
-        "127.0.0.1:0",
-        "--http-token",
-        token.to_str().unwrap(),
-    ]);
+    let m = Mount::with_token("s3cret");
     let port = m.http_port();
     std::fs::write(m.file("cam1"), b"x").unwrap();
     let auth = "-H 'Authorization: Bearer s3cret'";

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,17 +23,6 @@ fn q(p: &Path) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Appends one write to a stream, creating it if needed, as `>>` would.
-fn append(p: &Path, data: &[u8]) {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .unwrap()
-        .write_all(data)
-        .unwrap();
 }
 
 fn touch(p: &Path) {

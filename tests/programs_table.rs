@@ -11,7 +11,6 @@
 mod common;
 use common::*;
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,16 +147,6 @@ impl Drop for Group {
 fn kill_group(pgid: u32) {
     // SAFETY: plain syscall with integer arguments; a negative pid names the group.
     unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
-}
-
-fn append(p: &Path, data: &[u8]) {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .unwrap()
-        .write_all(data)
-        .unwrap();
 }
 
 /// Whether every reader of the stream has taken every byte written (and, with `parked`, has

@@ -71,6 +71,20 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// A mount serving HTTP on a loopback port that asks for the bearer token `token` (read
+    /// from a file when the daemon starts).
+    pub fn with_token(token: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        Mount::new(&[
+            "--http",
+            "127.0.0.1:0",
+            "--http-token",
+            file.to_str().unwrap(),
+        ])
+    }
+
     /// Mounts with extra command-line arguments, in the foreground (`-f`).
     pub fn new(args: &[&str]) -> Mount {
         let (dir, path) = mount_dir("streamfs-test");
@@ -312,6 +326,18 @@ impl Drop for Proc {
 }
 
 /// Runs `sh -c script` to completion and returns (status, stdout, stderr).
+/// Appends one write to a stream, creating it if needed, as `>>` would.
+pub fn append(p: &Path, data: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap()
+        .write_all(data)
+        .unwrap();
+}
+
 pub fn sh(script: &str) -> (i32, String, String) {
     let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
     (
