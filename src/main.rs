@@ -114,9 +114,9 @@ Show the streams of a mount: readers, writers, rate, ring fill, drops, and a lin
 
 MOUNTPOINT must be the root of a mounted fuse.streamfs filesystem. Streams the caller may
 not read are left out, and counted. --json prints one JSON document on one line (schema 1:
-every statistic of the mount and of each stream, readers as objects). --watch refreshes every second: on a terminal it redraws the screen; otherwise it
-prints the table again after a blank line, or with --json one document per line (JSON
-Lines), until stopped.";
+every statistic of the mount and of each stream, readers as objects). --watch refreshes
+every second: on a terminal it redraws the screen; otherwise it prints the table again
+after a blank line, or with --json one document per line (JSON Lines), until stopped.";
 
 /// A FUSE filesystem whose files are live, in-memory broadcast streams: every reader of a
 /// file gets every byte written to it after a replay of its recent history.
