@@ -325,7 +325,6 @@ impl Drop for Proc {
     }
 }
 
-/// Runs `sh -c script` to completion and returns (status, stdout, stderr).
 /// Appends one write to a stream, creating it if needed, as `>>` would.
 pub fn append(p: &Path, data: &[u8]) {
     use std::io::Write;
@@ -338,6 +337,7 @@ pub fn append(p: &Path, data: &[u8]) {
         .unwrap();
 }
 
+/// Runs `sh -c script` to completion and returns (status, stdout, stderr).
 pub fn sh(script: &str) -> (i32, String, String) {
     let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
     (
