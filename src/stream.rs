@@ -420,16 +420,10 @@ impl Stream {
                 out.push(data);
                 taken = true;
             }
-            let r = st
+            let left = st
                 .reader_mut(id)
-                .expect("a Reader is registered until it is dropped");
-            let left = if !r.queue.is_empty() {
-                Readiness::Readable
-            } else if r.fate != Fate::Open {
-                Readiness::Ended
-            } else {
-                Readiness::Waiting
-            };
+                .expect("a Reader is registered until it is dropped")
+                .readiness();
             let completed = if taken {
                 st.release_blocked(pool, deferred)
             } else {

@@ -153,12 +153,7 @@ fn a_live_body_ends_at_removal_and_the_connection_goes_on_or_closes() {
             e.what
         );
         wait_readers(&cam, 1);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&cam)
-            .unwrap()
-            .write_all(b"live")
-            .unwrap();
+        append(&cam, b"live");
         let want = b"replay;live";
         let got = if e.chunked {
             c.body(want.len())

@@ -269,12 +269,7 @@ es.onerror = () => {{ document.body.dataset.error = "yes"; }};
     );
     // Once the browser's reader is registered, two live lines.
     wait_readers(&lines, 1);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&lines)
-        .unwrap()
-        .write_all(b"four\nfive\n")
-        .unwrap();
+    append(&lines, b"four\nfive\n");
     let dom = chromium_finish(browser);
     assert!(
         dom.contains("<li>8 two</li><li>14 three</li><li>19 four</li><li>24 five</li></ul>"),

@@ -55,13 +55,7 @@ impl Reader {
         // Keep the poller even when readable: an edge-triggered epoll polls once per event,
         // so the next one (a write to the emptied queue, or the end) must notify it.
         r.wake = Some(wake);
-        if !r.queue.is_empty() {
-            Readiness::Readable
-        } else if r.fate != Fate::Open {
-            Readiness::Ended
-        } else {
-            Readiness::Waiting
-        }
+        r.readiness()
     }
 
     pub fn id(&self) -> u64 {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::state::{Deferred, Fate, Parked};
 use super::store::{Store, push_bounded, shrink_bounded, sync_charge};
-use super::{Bytes, ReadOutcome, ReaderStats, Wake};
+use super::{Bytes, ReadOutcome, ReaderStats, Readiness, Wake};
 use crate::memory::{ENTRY_COST, Pool};
 use crate::sync::Arc;
 
@@ -235,6 +235,17 @@ impl ReaderState {
         shrink_bounded(&mut self.queue);
         self.sync();
         (writes, bytes)
+    }
+
+    /// What a read would find: bytes, the end, or nothing yet.
+    pub fn readiness(&self) -> Readiness {
+        if !self.queue.is_empty() {
+            Readiness::Readable
+        } else if self.fate != Fate::Open {
+            Readiness::Ended
+        } else {
+            Readiness::Waiting
+        }
     }
 
     pub fn stats(&self) -> ReaderStats {
