@@ -167,6 +167,19 @@ fn tokens_are_required_and_read_tokens_only_read() {
         ("no token", "", "HEAD", 401),
         ("wrong token", "Authorization: Bearer nope\r\n", "HEAD", 401),
         ("the token", "Authorization: Bearer s3cret\r\n", "HEAD", 200),
+        // The scheme's name is case-insensitive (RFC 9110).
+        (
+            "bearer in lower case",
+            "Authorization: bearer s3cret\r\n",
+            "HEAD",
+            200,
+        ),
+        (
+            "another scheme",
+            "Authorization: Basic czNjcmV0\r\n",
+            "HEAD",
+            401,
+        ),
         (
             "the read token",
             "Authorization: Bearer look\r\n",

@@ -250,3 +250,65 @@ fn a_client_that_leaves_releases_its_reader() {
         });
     }
 }
+
+/// A request the client sent before shutting down its side of the connection (what `nc -N`
+/// and `socat` do at the end of their input), and what must follow.
+struct HalfClosed {
+    request: &'static str,
+    status: &'static str,
+    /// In the answer (lower-cased), or in the stream `up` afterwards.
+    answer_has: &'static str,
+    stream_has: Option<&'static [u8]>,
+}
+
+#[test]
+fn a_request_sent_before_a_half_close_is_answered_and_carried_out() {
+    let m = Mount::new(&["--http", "127.0.0.1:0"]);
+    let port = m.http_port();
+    std::fs::write(m.file("gone"), b"x").unwrap();
+    let table = [
+        HalfClosed {
+            request: "GET /streams HTTP/1.0\r\n\r\n",
+            status: "200",
+            answer_has: "\"name\":\"gone\"",
+            stream_has: None,
+        },
+        HalfClosed {
+            request: "PUT /streams/up HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+            status: "204",
+            answer_has: "stream-next-offset: 3",
+            stream_has: Some(b"abc"),
+        },
+        HalfClosed {
+            request: "DELETE /streams/gone HTTP/1.1\r\nHost: t\r\n\r\n",
+            status: "204",
+            answer_has: "",
+            stream_has: None,
+        },
+    ];
+    for h in &table {
+        let mut c = Client::connect(port);
+        c.send(h.request);
+        c.s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            c.closes_within(Duration::from_secs(10)),
+            "{}: the answer ends",
+            h.request
+        );
+        let answer = String::from_utf8_lossy(&c.buf).to_ascii_lowercase();
+        assert_eq!(
+            answer.split_whitespace().nth(1),
+            Some(h.status),
+            "{}: {answer}",
+            h.request
+        );
+        assert!(answer.contains(h.answer_has), "{}: {answer}", h.request);
+        if let Some(want) = h.stream_has {
+            let mut r = std::fs::File::open(m.file("up@snapshot")).unwrap();
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            assert_eq!(got, want, "{}", h.request);
+        }
+    }
+    assert!(!m.file("gone").exists(), "the DELETE was carried out");
+}

@@ -101,11 +101,15 @@ fn cors_answers_preflights_and_exposes_the_stream_headers() {
         h.contains("access-control-expose-headers: stream-offset, stream-next-offset"),
         "{h}"
     );
-    let other = head(port, "/streams/cam1", "Origin: https://b.example\r\n");
-    assert!(
-        other.contains("access-control-allow-origin: null"),
-        "{other}"
-    );
+    // Another origin gets no grant, not even `null` (the origin of sandboxed frames and
+    // `data:` pages, which a browser would let through).
+    for origin in ["https://b.example", "null"] {
+        let other = head(port, "/streams/cam1", &format!("Origin: {origin}\r\n"));
+        assert!(other.contains("http/1.1 200"), "{other}");
+        assert!(!other.contains("access-control-allow-origin"), "{other}");
+        assert!(!other.contains("access-control-expose-headers"), "{other}");
+        assert!(other.contains("vary: origin"), "{other}");
+    }
     // Without --http-cors nothing is allowed across origins.
     let plain = Mount::new(&["--http", "127.0.0.1:0"]);
     let h = head(

@@ -213,6 +213,9 @@ pub async fn serve_hyper(io: super::lean::Replay, ctx: Arc<Ctx>, remote: Peer, t
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
+        // A client may shut down its side once its request is sent (`nc -N`, `socat`):
+        // the request is still answered, not dropped at the end of file.
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .max_buf_size(MAX_HEAD)
@@ -290,19 +293,21 @@ pub async fn handle(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<
     let mut resp = route(req, ctx, remote).await;
     if let (Some(allowed), Some(origin)) = (&ctx.cors, origin) {
         let h = resp.headers_mut();
-        let value = if allowed == "*" {
-            HeaderValue::from_static("*")
-        } else if origin.as_bytes() == allowed.as_bytes() {
-            origin
-        } else {
-            HeaderValue::from_static("null")
-        };
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED),
-        );
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        // Another origin gets no grant at all: not `null`, which is what sandboxed frames,
+        // `data:` and `file:` pages send, and which a browser would then let through.
+        let value = if allowed == "*" {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            (origin.as_bytes() == allowed.as_bytes()).then_some(origin)
+        };
+        if let Some(value) = value {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSED),
+            );
+        }
     }
     resp
 }
@@ -317,8 +322,8 @@ fn authorize(req: &Request<ReqBody>, auth: &Auth) -> Result<(), Response<Body>> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+        .and_then(bearer_token)
+        .map(str::to_string);
     let query = super::url::Query::parse(req.uri().query());
     let given = bearer.or_else(|| query.get("access_token").map(str::to_string));
     let matches = |t: &Option<String>| match (t, &given) {
@@ -348,6 +353,14 @@ fn authorize(req: &Request<ReqBody>, auth: &Auth) -> Result<(), Response<Body>> 
         HeaderValue::from_static("Bearer realm=\"streamfs\""),
     );
     Err(r)
+}
+
+/// The token of an `Authorization` value of the Bearer scheme, whose name is
+/// case-insensitive (RFC 9110 11.1): `None` for another scheme or no token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of a token.
