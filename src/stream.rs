@@ -191,8 +191,12 @@ impl Stream {
 
     /// Registers a reader at the stream's default start (see [`Stream::open_reader_at`]).
     pub fn open_reader(self: &Arc<Self>, label: String) -> Result<Reader, StreamError> {
-        let start = self.lock().policy.start;
-        self.open_reader_at(label, start)
+        self.open_reader_at(label, self.default_start())
+    }
+
+    /// Where a reader that names no start begins (the `start` setting).
+    pub fn default_start(&self) -> Start {
+        self.lock().policy.start
     }
 
     /// Registers a reader that starts at `start` (resolved at the stream's `replay_align`),

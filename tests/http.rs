@@ -401,6 +401,17 @@ for line in r.iter_lines():
     let want = b"4 one\n8 two\n14 three\nresumed three\nfrom the query two\n";
     assert_eq!(py.read_at_least(want.len(), HANG), want);
     assert!(py.wait(HANG).success());
+    // An id says where to go on, and a snapshot asked for stays one: from offset 8 to the
+    // end of the history, then the body ends (while the writer is still there).
+    let (status, text) = http_get(
+        port,
+        "/streams/text@snapshot?format=sse",
+        "Last-Event-ID: 8\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("data: three"), "{text}");
+    assert!(!text.contains("data: two"), "{text}");
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "the body ends: {text}");
     cat.close();
 }
 

@@ -74,6 +74,91 @@ fn head_tells_the_statistics_and_setfattr_sets_the_content_type() {
     );
 }
 
+/// The head of the answer to `GET path` (lower-cased), read off the socket: a live body
+/// would not end.
+fn get_head(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => out.push(byte[0]),
+            r => panic!(
+                "GET {path}: {r:?} after {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).to_lowercase()
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+#[test]
+fn head_answers_what_get_of_the_same_url_would() {
+    let m = Mount::new(&["--http", "127.0.0.1:0", "-o", "ring_buffer_size=1KB"]);
+    let port = m.http_port();
+    let cam = m.file("cam1");
+    let mut w = std::fs::File::create(&cam).unwrap();
+    // 3000 bytes leave the ring (it keeps the newest write): offset 0 is too old.
+    w.write_all(&[b'a'; 3000]).unwrap();
+    w.write_all(b"bb\n").unwrap();
+    drop(w);
+    for (path, status) in [
+        ("/streams/cam1", "200"),
+        ("/streams/cam1@snapshot", "200"),
+        ("/streams/cam1@live", "200"),
+        ("/streams/cam1?from=3000", "200"),
+        ("/streams/cam1?format=sse", "200"),
+        ("/streams/cam1?from=0", "410"),
+        ("/streams/cam1?from=99999999999999999999", "400"),
+        ("/streams/cam1?from=soon", "400"),
+        ("/streams/cam1@live?from=start", "400"),
+        ("/streams/nothere", "404"),
+        ("/streams/nothere@snapshot", "404"),
+        ("/api/v1/files?path=/cam1&stream=true", "200"),
+        ("/api/v1/files?path=/cam1", "400"),
+    ] {
+        let get = get_head(port, path);
+        let head = head(port, path, "");
+        assert_eq!(
+            get.split_whitespace().nth(1),
+            Some(status),
+            "GET {path}: {get}"
+        );
+        assert_eq!(
+            head.split_whitespace().nth(1),
+            Some(status),
+            "HEAD {path}: {head}"
+        );
+        if status == "200" {
+            for name in [
+                "content-type",
+                "stream-offset",
+                "cache-control",
+                "x-content-type-options",
+            ] {
+                assert_eq!(
+                    header(&head, name),
+                    header(&get, name),
+                    "{name} of {path}: {head}"
+                );
+                assert!(header(&head, name).is_some(), "{name} of {path}: {head}");
+            }
+        }
+    }
+}
+
 #[test]
 fn cors_answers_preflights_and_exposes_the_stream_headers() {
     let m = Mount::new(&["--http", "127.0.0.1:0", "--http-cors", "https://a.example"]);

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody};
 use super::server::{Ctx, not_allowed, typed};
-use super::streams::{Framing, label, open, read_headers, stream_error, upload};
+use super::streams::{Framing, label, open, read_headers, stream_error, upload, would_start};
 use super::url::{Query, json_string};
 use crate::stream::Stream;
 
@@ -213,7 +213,9 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
             };
             let write_alias = path == "/api/v1/write";
             match m {
-                Method::GET if !write_alias => read(&req, ctx, &name, &query, remote),
+                Method::GET | Method::HEAD if !write_alias => {
+                    read(&req, ctx, &name, &query, remote)
+                }
                 Method::PUT => append(req, ctx, &name, remote).await,
                 Method::POST if write_alias => append(req, ctx, &name, remote).await,
                 Method::POST => match ctx.ns.lookup(&name) {
@@ -236,14 +238,15 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
                     Err(None) => error(StatusCode::NOT_FOUND, "no such file or directory"),
                 },
                 _ if write_alias => not_allowed("PUT, POST"),
-                _ => not_allowed("GET, PUT, POST, DELETE"),
+                _ => not_allowed("GET, HEAD, PUT, POST, DELETE"),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
 
-/// `GET /api/v1/files?path=&stream=true`: the live read (replay, then live data).
+/// `GET /api/v1/files?path=&stream=true`: the live read (replay, then live data); a `HEAD`
+/// answers its head without opening a reader.
 fn read(
     req: &Request<ReqBody>,
     ctx: &Ctx,
@@ -263,15 +266,21 @@ fn read(
     if let Err(r) = access::check(ctx, remote, Op::Read(&stream.meta())) {
         return r;
     }
-    let reader = match open(&stream, query.get("from"), label(req, remote)) {
-        Ok(r) => r,
-        Err(r) => return r,
+    let (body, offset) = if req.method() == Method::HEAD {
+        match would_start(&stream, query.get("from")) {
+            Ok(offset) => (Body::empty(), offset),
+            Err(r) => return r,
+        }
+    } else {
+        let reader = match open(&stream, query.get("from"), label(req, remote)) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
+        let offset = reader.stats().start;
+        let body = ReaderBody::with_coalesce(reader, ctx.mount.http.coalesce);
+        (Body::Stream(body), offset)
     };
-    let offset = reader.stats().start;
-    let mut r = Response::new(Body::Stream(ReaderBody::with_coalesce(
-        reader,
-        ctx.mount.http.coalesce,
-    )));
+    let mut r = Response::new(body);
     read_headers(&mut r, &stream, offset);
     // The original always answers octet-stream here.
     r.headers_mut().insert(

@@ -12,6 +12,7 @@ use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody, SseBody, TAG};
 use super::server::{Ctx, not_allowed, text};
 use super::url::Query;
+use crate::start::{Origin, Start};
 use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
 
 /// Longest line `?frame=line` holds back waiting for its newline; a longer one is written
@@ -71,12 +72,9 @@ pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer)
             Ok(r) => r,
             Err(r) => r,
         },
-        Method::HEAD => match ctx.ns.lookup(name) {
-            Some(s) => match access::check(ctx, remote, Op::Read(&s.meta())) {
-                Ok(()) => head(&s),
-                Err(r) => r,
-            },
-            None => no_stream(name),
+        Method::HEAD => match read_request(&req, ctx, name, remote).and_then(|r| head(&r)) {
+            Ok(r) => r,
+            Err(r) => r,
         },
         Method::PUT | Method::POST => {
             let query = Query::parse(req.uri().query());
@@ -107,18 +105,30 @@ pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer)
     }
 }
 
-/// `HEAD`: the stream's statistics as headers.
-fn head(s: &Stream) -> Response<Body> {
+/// `HEAD`: what the `GET` of the same URL would answer, with no body and no reader opened
+/// (its status, its type and `Stream-Offset`: where it would start now), and the stream's
+/// statistics as headers.
+fn head(req: &ReadRequest) -> Result<Response<Body>, Response<Body>> {
+    let s = &req.stream;
+    let offset = resolve(s, req.start)?;
     let st = s.stats();
     let mut r = Response::new(Body::empty());
+    read_headers(&mut r, s, offset);
+    if req.sse {
+        set_sse_type(&mut r);
+    }
     header_u64(&mut r, "stream-next-offset", st.written_bytes);
     header_u64(&mut r, "stream-ring-start", st.ring_start);
     header_u64(&mut r, "stream-readers", st.readers as u64);
     header_u64(&mut r, "stream-writers", st.writers as u64);
-    set_type(&mut r, s);
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    Ok(r)
+}
+
+fn set_sse_type(r: &mut Response<Body>) {
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
 }
 
 fn set_type(r: &mut Response<Body>, s: &Stream) {
@@ -150,18 +160,44 @@ pub fn open(
     from: Option<&str>,
     label: String,
 ) -> Result<Reader, Response<Body>> {
-    let start = match from {
-        Some(spec) => Some(
-            crate::start::parse_start(spec)
-                .map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?,
-        ),
-        None => None,
-    };
+    open_at(stream, parse_from(from)?, label)
+}
+
+/// A start spec (`?from=`, `NAME@SPEC`), or `400` naming it.
+fn parse_from(from: Option<&str>) -> Result<Option<Start>, Response<Body>> {
+    from.map(|spec| {
+        crate::start::parse_start(spec).map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))
+    })
+    .transpose()
+}
+
+/// Where a reader that asks for `from` would start now, without opening one; the answer
+/// its `GET` would get when it cannot (see [`open`]).
+pub fn would_start(stream: &Stream, from: Option<&str>) -> Result<u64, Response<Body>> {
+    resolve(stream, parse_from(from)?)
+}
+
+fn resolve(stream: &Stream, start: Option<Start>) -> Result<u64, Response<Body>> {
+    let start = start.unwrap_or_else(|| stream.default_start());
+    let (offset, _) = stream.resolve(start).map_err(|e| open_error(stream, &e))?;
+    Ok(offset)
+}
+
+fn open_at(
+    stream: &Arc<Stream>,
+    start: Option<Start>,
+    label: String,
+) -> Result<Reader, Response<Body>> {
     let r = match start {
         Some(s) => stream.open_reader_at(label, s),
         None => stream.open_reader(label),
     };
-    r.map_err(|e| match e {
+    r.map_err(|e| open_error(stream, &e))
+}
+
+/// The answer to a start that cannot be served: `410` for an offset older than the ring.
+fn open_error(stream: &Stream, e: &StreamError) -> Response<Body> {
+    match e {
         StreamError::TooOld => text(
             StatusCode::GONE,
             format!(
@@ -169,8 +205,8 @@ pub fn open(
                 stream.stats().ring_start
             ),
         ),
-        e => error_response(&e),
-    })
+        e => error_response(e),
+    }
 }
 
 /// The headers of every live read.
@@ -185,6 +221,14 @@ pub fn read_headers(r: &mut Response<Body>, stream: &Stream, offset: u64) {
     header_u64(r, "stream-offset", offset);
 }
 
+/// What a `GET` of a stream asks for (a `HEAD` of the same URL too).
+struct ReadRequest {
+    stream: Arc<Stream>,
+    /// `None`: the stream's default start.
+    start: Option<Start>,
+    sse: bool,
+}
+
 /// `GET`: the stream from its start position, raw or as SSE.
 fn read(
     req: &Request<ReqBody>,
@@ -192,6 +236,32 @@ fn read(
     name: &[u8],
     remote: Peer,
 ) -> Result<Response<Body>, Response<Body>> {
+    let ReadRequest { stream, start, sse } = read_request(req, ctx, name, remote)?;
+    let reader = open_at(&stream, start, label(req, remote))?;
+    let offset = reader.stats().start;
+    let mut r = if sse {
+        Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
+    } else {
+        Response::new(Body::Stream(ReaderBody::with_coalesce(
+            reader,
+            ctx.mount.http.coalesce,
+        )))
+    };
+    read_headers(&mut r, &stream, offset);
+    if sse {
+        set_sse_type(&mut r);
+    }
+    Ok(r)
+}
+
+/// The stream a read names, where it starts and how it is sent; the answer to a request
+/// that names none, or a bad one.
+fn read_request(
+    req: &Request<ReqBody>,
+    ctx: &Ctx,
+    name: &[u8],
+    remote: Peer,
+) -> Result<ReadRequest, Response<Body>> {
     // `GET /streams/NAME@SPEC` is `?from=SPEC`, as `NAME@SPEC` is on the mount (no stream's
     // name holds an `@`).
     let (name, path_spec) = match name.iter().position(|&b| b == b'@') {
@@ -238,39 +308,24 @@ fn read(
         .map(str::to_string)
         .or_else(|| query.get("last_event_id").map(str::to_string))
         .filter(|_| sse);
-    let from = match &resume {
-        Some(id) => match id.trim().parse::<u64>() {
-            Ok(_) => Some(id.trim()),
-            Err(_) => {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "invalid Last-Event-ID '{}': expected a byte offset",
-                        id.escape_debug()
-                    ),
-                ));
-            }
-        },
-        None => query.get("from").or(path_spec),
-    };
-    let reader = open(&stream, from, label(req, remote))?;
-    let offset = reader.stats().start;
-    let mut r = if sse {
-        Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
-    } else {
-        Response::new(Body::Stream(ReaderBody::with_coalesce(
-            reader,
-            ctx.mount.http.coalesce,
-        )))
-    };
-    read_headers(&mut r, &stream, offset);
-    if sse {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
+    let mut start = parse_from(query.get("from").or(path_spec))?;
+    if let Some(id) = resume {
+        let Ok(offset) = id.trim().parse::<u64>() else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid Last-Event-ID '{}': expected a byte offset",
+                    id.escape_debug()
+                ),
+            ));
+        };
+        // The id says where to go on; a snapshot asked for stays one.
+        start = Some(Start {
+            from: Origin::Offset(offset),
+            snapshot: start.is_some_and(|s| s.snapshot),
+        });
     }
-    Ok(r)
+    Ok(ReadRequest { stream, start, sse })
 }
 
 /// Where a chunked upload is cut into writes.
