@@ -354,3 +354,41 @@ fn the_daemons_limits_answer_507_and_503() {
         b"the first reader is served\n"
     );
 }
+
+#[test]
+fn a_body_that_announces_a_length_takes_memory_only_as_it_arrives() {
+    let m = Mount::new(&[
+        "--http",
+        "127.0.0.1:0",
+        "-o",
+        "max_memory=16MB,ring_buffer_size=8MB",
+    ]);
+    let port = m.http_port();
+    let hist = m.file("hist");
+    std::fs::write(&hist, vec![b'h'; 8 << 20]).unwrap();
+    let ring = xattr_u64(&hist, "ring_bytes");
+    assert_eq!(ring, 8 << 20);
+    // 12 MB announced, one byte sent: had the length been reserved at the head, the pool
+    // (15 MB usable) would have shed the other stream's history to make room for it.
+    let mut hog = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    hog.write_all(b"PUT /streams/hog HTTP/1.1\r\nHost: t\r\nContent-Length: 12000000\r\n\r\n")
+        .unwrap();
+    let memory = || {
+        let (_, text) = http_get(port, "/metrics", "");
+        text.lines()
+            .find_map(|l| l.strip_prefix("streamfs_memory_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("streamfs_memory_bytes in the metrics")
+    };
+    wait_for("the upload's stream", HANG, || m.file("hog").exists());
+    let before = memory();
+    hog.write_all(b"x").unwrap();
+    // Charged once the byte is in (a reservation would have come before it).
+    wait_for("the upload's byte charged", HANG, || memory() > before);
+    assert_eq!(xattr_u64(&hist, "ring_bytes"), ring, "the history is kept");
+    drop(hog);
+    wait_for("the unfinished upload's stream removed", HANG, || {
+        !m.file("hog").exists()
+    });
+    assert_eq!(xattr_u64(&hist, "ring_bytes"), ring);
+}

@@ -19,8 +19,8 @@ use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
 /// in pieces of about this size.
 const LINE_MAX: usize = 64 << 10;
 
-/// How long a body with a `Content-Length` may go without sending a byte: its whole length
-/// is reserved in the memory pool until it ends.
+/// How long a body with a `Content-Length` may go without sending a byte: what it sent is
+/// held (as its unit) until it ends.
 const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most bytes of a chunked body gathered into one write when they arrive together.
@@ -466,8 +466,13 @@ async fn write_body(
 ) -> Result<u64, Response<Body>> {
     let failed = |e: StreamError| error_response(&e);
     if let Some(n) = len {
-        // One unit: nothing reaches readers until the whole body is in.
-        writer.reserve(n).map_err(failed)?;
+        // One unit: nothing reaches readers until the whole body is in. Its bytes are
+        // charged as they arrive, not reserved at its head: a client that announces a
+        // length and then trickles would hold the memory (and shed other streams' history
+        // for it) at no cost. A length that could never fit is refused before any byte.
+        if !writer.could_fit(n) {
+            return Err(failed(StreamError::NoMemory));
+        }
         let mut got = 0u64;
         loop {
             let Ok(frame) = tokio::time::timeout(BODY_STALL, body.frame()).await else {

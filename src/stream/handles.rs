@@ -186,6 +186,14 @@ impl Writer {
         self.stream.submit_parts(parts, tag, done)
     }
 
+    /// Whether a unit of `len` bytes could be held at all under the memory limit (once
+    /// everything that may be shed is): a cheap check before any of it is read.
+    pub fn could_fit(&self, len: u64) -> bool {
+        let len = len.min(MAX_WRITE);
+        let pieces = len / (1 << 20) + 2;
+        len + pieces * crate::memory::CHUNK_OVERHEAD <= self.stream.pool.budget()
+    }
+
     /// Reserves the memory of a unit of `len` bytes about to begin, so that none of its
     /// pieces can then fail for the memory limit: a write refused for want of room is
     /// refused whole, at its first piece, before anything of it was acknowledged.
