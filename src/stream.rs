@@ -319,6 +319,19 @@ impl Stream {
         }
     }
 
+    /// Applies the writes that have waited `limit` or longer for room under
+    /// `slow_reader=block`: the readers they wait for are cut off (as `disconnect` would:
+    /// their queue, then EOF) rather than hold them longer. For a front door whose waiting
+    /// writers hold something others need (the kernel holds a file's inode lock during a
+    /// write). Returns whether any was applied.
+    pub fn expire_blocked(&self, limit: std::time::Duration) -> bool {
+        let deadline = state::clock().saturating_sub(limit.as_nanos() as u64);
+        self.with_state(|st, pool, deferred| {
+            let completed = st.expire_blocked(deadline, pool, deferred);
+            (completed > 0, completed)
+        })
+    }
+
     /// Registers a writer (for counting, and for `on_writer_close`).
     pub fn open_writer(self: &Arc<Self>) -> Writer {
         self.lock().writers += 1;
@@ -354,6 +367,7 @@ impl Stream {
                 st.blocked.push_back(BlockedWrite {
                     id,
                     tag,
+                    since: state::clock(),
                     parts,
                     done,
                     entries,

@@ -1906,6 +1906,34 @@ fn block_remove_fails_blocked_writes_with_removed() {
 }
 
 #[test]
+fn block_expiry_cuts_off_the_readers_a_write_waited_too_long_for() {
+    let (s, parked) = blocking(99);
+    let slow = s.open_reader("slow".into()).unwrap();
+    let fast = s.open_reader("fast".into()).unwrap();
+    let w = s.open_writer();
+    let (a, b, c) = (pattern(1, 50), pattern(2, 50), pattern(3, 30));
+    submit(&w, &a, 0);
+    drain(&fast, 1000);
+    let (_, rxb) = submit(&w, &b, 0);
+    let (_, rxc) = submit(&w, &c, 0);
+    // Not waited that long yet: nothing changes.
+    assert!(!s.expire_blocked(Duration::from_secs(3600)));
+    assert!(rxb.try_recv().is_err());
+    assert!(!slow.stats().disconnected);
+    // Waited long enough: the reader without room is cut off, both writes go.
+    assert!(s.expire_blocked(Duration::ZERO));
+    assert_eq!(rxb.try_recv().unwrap(), Ok(()));
+    assert_eq!(rxc.try_recv().unwrap(), Ok(()));
+    assert_eq!(parked.parked_total(), 0);
+    assert!(slow.stats().disconnected);
+    assert_eq!(s.stats().dropped_writes, 0, "cut off, not dropped");
+    // The slow reader reads what it had, then EOF; the other gets everything.
+    assert_eq!(drain(&slow, 1000), (a, ReadOutcome::Eof));
+    assert_eq!(drain(&fast, 1000).0, concat(&[&b, &c]));
+    assert!(!s.expire_blocked(Duration::ZERO), "nothing left waiting");
+}
+
+#[test]
 fn block_closing_the_slow_reader_releases_blocked_writes() {
     let (s, _) = blocking(99);
     let slow = s.open_reader("slow".into()).unwrap();

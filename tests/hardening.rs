@@ -617,3 +617,52 @@ fn waiting_readers_sleep_in_s_state_and_stay_killable() {
         states(&readers)
     );
 }
+
+/// Under `slow_reader=block` a write waits for a stopped reader, and the kernel holds the
+/// file's inode lock meanwhile: `rm` of the file waits for that lock in D state, which no
+/// signal ends, and holds the directory's lock, so that every lookup on the mount waits
+/// behind it. The write waits 5 s at most; the reader it waited for is then cut off.
+#[test]
+fn rm_of_a_block_stream_whose_writer_waits_for_a_stopped_reader_is_not_stuck() {
+    let m = Mount::new(&[]);
+    let p = m.file("rb");
+    std::fs::File::create(&p).unwrap();
+    for (name, value) in [("slow_reader", "block"), ("channel_buffer_size", "64KB")] {
+        let (code, _, err) = sh(&format!(
+            "setfattr -n user.streamfs.{name} -v {value} '{}'",
+            p.display()
+        ));
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut stopped = Proc::cat(&m.file("rb@live"));
+    wait_readers(&p, 1);
+    kill(stopped.child.id(), libc::SIGSTOP);
+    // The first 64 KiB fit the reader's budget; the second waits for its room.
+    let dd = Proc::sh(&format!(
+        "exec dd if=/dev/zero of='{}' bs=64k count=10 status=none",
+        p.display()
+    ));
+    wait_for("a blocked write", HANG, || {
+        xattr_u64(&p, "blocked_writes") == 1
+    });
+    let mut rm = Proc::sh(&format!("exec rm '{}'", p.display()));
+    if wait_child(&mut rm.child, Duration::from_secs(20)).is_none() {
+        // Killing the writer lets rm go on, so that the test can end.
+        drop(dd);
+        panic!("rm still waits 20 s after it began, behind the blocked write");
+    }
+    assert!(rm.wait(HANG).success());
+    assert!(!p.exists());
+    // The rest of the mount answers, and the stopped reader, cut off, reads what it had
+    // queued and then gets EOF.
+    std::fs::write(m.file("other"), b"x").unwrap();
+    kill(stopped.child.id(), libc::SIGCONT);
+    let got = stopped.read_to_eof(HANG).len();
+    // 64 KiB queued, and 64 KiB more when its read was waiting already as it stopped (the
+    // first write answered it, and the second then fit its empty queue).
+    assert!(
+        got == 64 << 10 || got == 128 << 10,
+        "its queue, then EOF: {got}"
+    );
+    assert!(stopped.wait(HANG).success());
+}

@@ -119,6 +119,13 @@ fn reserve_first(writer: &Writer, track: &writes::Track, len: u64) -> Result<(),
     }
 }
 
+/// Longest a WRITE waits for room under `slow_reader=block` before the readers it waits
+/// for are cut off. While it waits, the kernel holds its file's inode lock: an `rm`, `mv`,
+/// `chmod` or `setfattr` of the file waits for that lock, in D state that no signal ends,
+/// and an `rm` or `mv` holds the directory's lock meanwhile, so that every lookup on the
+/// mount waits behind it.
+pub const BLOCK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A request that waits in the core: a parked read or a blocked write.
 #[derive(Clone)]
 enum Waiting {
@@ -370,6 +377,26 @@ impl Io {
             .get(&unique)
             .and_then(|p| p.waiting.clone());
         waiting.is_some_and(|w| cancel(&w))
+    }
+
+    /// Applies the WRITEs that have waited [`BLOCK_LIMIT`] for room under
+    /// `slow_reader=block`, cutting off the readers they wait for (see
+    /// [`Stream::expire_blocked`]).
+    pub fn expire_blocked(&self) {
+        let mut streams: Vec<Arc<Stream>> = self
+            .pending
+            .lock()
+            .values()
+            .filter_map(|p| match &p.waiting {
+                Some((s, Waiting::Write { .. })) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        streams.sort_by_key(Arc::as_ptr);
+        streams.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for s in streams {
+            s.expire_blocked(BLOCK_LIMIT);
+        }
     }
 
     /// Requests waiting in the core now.

@@ -7,7 +7,8 @@
 //! or SIGTERM sent after that is not announced again. This watchdog looks, every
 //! [`SCAN_INTERVAL`], at the status of those callers' threads only (the request's pid is the
 //! thread id), and answers EINTR when a signal is pending that the thread neither blocks
-//! nor ignores. Idle readers that no signal touched are never looked at.
+//! nor ignores. Idle readers that no signal touched are never looked at. Each scan also
+//! ends the waits of writes blocked longer than `io::BLOCK_LIMIT`.
 
 #![forbid(unsafe_code)]
 
@@ -117,6 +118,7 @@ pub fn spawn(
             let mut cursor: Option<u64> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(SCAN_INTERVAL);
+                io.expire_blocked();
                 let mut waiting = io.interrupted();
                 if waiting.is_empty() {
                     seen.clear();

@@ -29,6 +29,8 @@ pub(super) struct Parked {
 pub(super) struct BlockedWrite {
     pub id: u64,
     pub tag: u32,
+    /// When it parked ([`clock`]).
+    pub since: u64,
     pub parts: Vec<Chunk>,
     pub done: WriteDone,
     /// Queue entries charged for it when it parked (refunded when it leaves the queue).
@@ -63,6 +65,12 @@ pub(super) enum Report {
     Disconnected {
         label: String,
         queued: u64,
+    },
+    /// Cut off because a blocked write waited too long for its room.
+    CutOff {
+        label: String,
+        queued: u64,
+        waited: std::time::Duration,
     },
     NotMpegTs,
 }
@@ -108,6 +116,14 @@ impl Deferred {
                 ),
                 Report::Disconnected { label, queued } => log::warn!(
                     "reader {label}: disconnected (slow_reader=disconnect) with {queued} bytes queued; it reads the rest, then EOF"
+                ),
+                Report::CutOff {
+                    label,
+                    queued,
+                    waited,
+                } => log::warn!(
+                    "reader {label}: cut off (slow_reader=block): a write waited {:.1} s for its room; it reads the {queued} bytes queued, then EOF",
+                    waited.as_secs_f64()
                 ),
                 Report::NotMpegTs => log::warn!(
                     "a stream with replay_align=mpegts does not parse as MPEG-TS: its replays start at whole writes"
@@ -442,6 +458,37 @@ impl State {
         self.dropped_writes += dropped;
         self.dropped_bytes += dropped * len;
         unparked
+    }
+
+    /// Cuts off, as `disconnect` would, the readers that the oldest blocked write has waited
+    /// for since before `deadline` (a [`clock`] time), and applies the blocked writes that
+    /// then fit; again while the oldest left is that old. Returns the parked operations it
+    /// completed.
+    pub fn expire_blocked(&mut self, deadline: u64, pool: &Pool, deferred: &mut Deferred) -> usize {
+        let mut completed = 0;
+        while let Some(front) = self.blocked.front().filter(|w| w.since <= deadline) {
+            let len = front.parts.iter().map(|c| c.len() as u64).sum();
+            let pieces = front.parts.len();
+            let waited = std::time::Duration::from_nanos(clock().saturating_sub(front.since));
+            let channel = self.budgets.channel;
+            for r in self.readers.iter_mut() {
+                if r.fate == Fate::Open && !r.fits(len, Err(pieces), channel) {
+                    completed += r.end(Fate::Disconnected, deferred);
+                    deferred.reports.push(Report::CutOff {
+                        label: r.label.to_string(),
+                        queued: r.queued_bytes(),
+                        waited,
+                    });
+                }
+            }
+            let before = self.blocked.len();
+            completed += self.release_blocked(pool, deferred);
+            if self.blocked.len() == before {
+                // Nothing was left to wait for, yet it did not go (never expected).
+                break;
+            }
+        }
+        completed
     }
 
     /// Applies the blocked writes that now fit, in order. Returns the parked operations
