@@ -611,7 +611,12 @@ impl Stream {
     /// [`Stream::set_policy`].
     pub fn update_policy(&self, f: impl FnOnce(&mut Policy)) {
         self.with_state(|st, pool, deferred| {
+            let was = st.policy.align;
             f(&mut st.policy);
+            if st.policy.align == Align::MpegTs && was != Align::MpegTs {
+                // Its history was not scanned as it was written.
+                st.rescan_keyframes(deferred);
+            }
             ((), st.release_blocked(pool, deferred))
         })
     }

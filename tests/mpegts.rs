@@ -9,6 +9,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use streamfs::mpegts::{TsScanner, Verdict};
+use streamfs::stream::{Align, Budgets, Meta, Origin, Pool, Start, Stream};
 
 const P: usize = 188;
 const VIDEO: u16 = 0x100;
@@ -261,6 +262,60 @@ fn synthetic_points_whatever_the_split() {
         scan_split(1_000_003, &ts, &random_cuts(ts.len(), 300, 7)).0,
         moved
     );
+}
+
+/// A stream of the core holding `ts` in writes cut at `cuts`, with `replay_align=mpegts`
+/// set before the writes or only after them.
+fn core_stream(ts: &[u8], cuts: &[usize], aligned_first: bool) -> std::sync::Arc<Stream> {
+    let s = Stream::new(
+        1,
+        Budgets::new(1 << 20, 1 << 20),
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            crtime: std::time::SystemTime::UNIX_EPOCH,
+            ctime: std::time::SystemTime::UNIX_EPOCH,
+        },
+        Pool::unlimited(),
+    );
+    let align = |s: &Stream| s.update_policy(|p| p.align = Align::MpegTs);
+    if aligned_first {
+        align(&s);
+    }
+    let w = s.open_writer();
+    let mut at = 0;
+    for &cut in cuts.iter().chain([&ts.len()]) {
+        w.submit(&ts[at..cut], 0, Box::new(|r| r.expect("written")));
+        at = cut;
+    }
+    if !aligned_first {
+        align(&s);
+    }
+    s
+}
+
+#[test]
+fn turning_mpegts_on_finds_the_points_of_the_history_written_before() {
+    let (ts, expected) = synthetic();
+    let cuts = random_cuts(ts.len(), 700, 3);
+    for aligned_first in [true, false] {
+        let s = core_stream(&ts, &cuts, aligned_first);
+        for (from, want) in [
+            (Origin::Start, expected[0]),
+            (Origin::Live, *expected.last().unwrap()),
+        ] {
+            let start = Start {
+                from,
+                snapshot: true,
+            };
+            assert_eq!(
+                s.resolve(start).unwrap(),
+                (want, ts.len() as u64),
+                "{from:?}, aligned before the writes: {aligned_first}"
+            );
+        }
+    }
 }
 
 proptest! {

@@ -307,6 +307,28 @@ impl State {
         }
     }
 
+    /// Finds the random access points of the ring's history anew, for `replay_align` just
+    /// turned to `mpegts` on a stream whose history was not scanned as it was written.
+    pub fn rescan_keyframes(&mut self, deferred: &mut Deferred) {
+        use crate::mpegts::{TsScanner, Verdict};
+        let mut ts = TsScanner::new();
+        let mut found = VecDeque::new();
+        let ring_start = self.ring_start();
+        let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
+        for seg in &self.segs {
+            let skip = ring_start.saturating_sub(seg.offset) as usize;
+            if skip < seg.len {
+                let bytes = &seg.store.bytes(open)[skip..seg.len];
+                found.extend(ts.scan(seg.offset + skip as u64, bytes));
+            }
+        }
+        if ts.verdict() == Verdict::NotMpegTs {
+            deferred.reports.push(Report::NotMpegTs);
+        }
+        self.ts = Some(ts);
+        self.keyframes = found;
+    }
+
     /// Whether a write of `len` bytes in `pieces` fits every receiving reader (policy
     /// `Block`), as if it needed a run per piece in each queue: it then fits when applied.
     pub fn all_fit(&self, len: u64, pieces: usize) -> bool {
