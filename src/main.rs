@@ -20,8 +20,9 @@ Mount options (-o key=value,... as with mount -t fuse.streamfs and /etc/fstab):
                             0 disables replay)
   slow_reader=POLICY        what a write does to a reader whose buffer is full:
                             drop (default) drops it for that reader; block waits until
-                            every reader has room (lossless, like a pipe); disconnect
-                            gives that reader the rest of its queue, then EOF
+                            every reader has room (lossless, like a pipe; 5 s at most on
+                            the mount, then it cuts that reader off); disconnect gives
+                            that reader the rest of its queue, then EOF
   on_writer_close=POLICY    keep (default): readers wait for a next writer; eof: when the
                             last writer closes, readers get the rest, then EOF
   uid=N, gid=N              owner and group of new streams (default: the creator)

@@ -38,7 +38,9 @@
 //!   per stream. The writer never waits for a reader.
 //! - `Block`: lossless, like a pipe. The write waits (parked, holding no thread) until every
 //!   reader has room; later writes queue behind it in order. A parked write can be
-//!   cancelled ([`Stream::cancel_write`]), and then nothing of it was written.
+//!   cancelled ([`Stream::cancel_write`]), and then nothing of it was written. A front door
+//!   whose waiting writes hold something others need bounds the wait with
+//!   [`Stream::expire_blocked`], which cuts off the readers waited for too long.
 //! - `Disconnect`: the overflowing reader is cut off: it reads what it had queued, then EOF,
 //!   and receives and counts nothing more.
 //!
