@@ -347,3 +347,78 @@ fn serve_without_a_mount_takes_the_daemons_user_for_the_mounts() {
         check(http_port_in(&log), rows);
     }
 }
+
+/// The daemon of [`a_local_client_the_kernel_cannot_find_gets_no_right_on_any_address`], in
+/// a network namespace of its own; unmounted and ended however the test ends.
+struct NetnsDaemon {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+impl Drop for NetnsDaemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.path)
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On an address that is not loopback, a local client whose socket the kernel's exact
+/// lookup does not find (here, bound to a device) is still on this host: its address is
+/// this host's. It gets no right, not the every right of a client from another host.
+#[test]
+fn a_local_client_the_kernel_cannot_find_gets_no_right_on_any_address() {
+    let _ = non_root_setup();
+    let (_dir, mnt) = mount_dir("netns");
+    // A network namespace with two addresses of its own on lo: nothing else listens there.
+    let script = format!(
+        "ip link set lo up && ip addr add 10.1.1.1/32 dev lo && ip addr add 10.1.1.2/32 dev lo \
+         && exec {} '{}' -f -o allow_other --http 10.1.1.1:8080",
+        bin(),
+        mnt.display()
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _daemon = NetnsDaemon {
+        child,
+        path: mnt.clone(),
+    };
+    wait_for("the mount", Duration::from_secs(20), || is_mounted(&mnt));
+    let secret = mnt.join("secret");
+    std::fs::write(&secret, b"root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let client = r#"
+import socket, sys
+s = socket.socket()
+if sys.argv[1] == "device":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+s.bind(("10.1.1.2", 0))
+s.connect(("10.1.1.1", 8080))
+s.sendall(b"GET /streams/secret?from=start,snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+print(s.recv(4096).split()[1].decode())
+"#;
+    let status = |how: &str| {
+        wait_for("the gateway", Duration::from_secs(20), || {
+            sh(&format!(
+                "nsenter --net=/proc/{pid}/ns/net python3 -c 'import socket; socket.create_connection((\"10.1.1.1\", 8080)).close()'"
+            ))
+            .0 == 0
+        });
+        let (code, out, err) = sh(&format!(
+            "nsenter --net=/proc/{pid}/ns/net runuser -u {A} -- python3 -c '{client}' {how}"
+        ));
+        assert_eq!(code, 0, "{how}: {err}");
+        out.trim().to_string()
+    };
+    // Found by the kernel: the user's own rights (none on a 0600 stream of root's).
+    assert_eq!(status("plain"), "403");
+    // Not found: still no right.
+    assert_eq!(status("device"), "403");
+}

@@ -59,19 +59,36 @@ fn identify(remote: SocketAddr, local: Option<SocketAddr>) -> Who {
     let Some(local) = local else {
         return Who::Unknown;
     };
+    let lookup = peer::socket_uid(remote, local);
+    if let Err(e) = &lookup {
+        crate::ratelimit::OPENS.log(|| format!("http: cannot tell who {remote} is: {e}"));
+    }
+    who_is(lookup.ok().flatten(), remote, local, |ip| {
+        peer::is_host_address(ip).unwrap_or_else(|e| {
+            crate::ratelimit::OPENS.log(|| format!("http: cannot list this host's addresses: {e}"));
+            // Not knowing, the client may be local: no right rather than every right.
+            true
+        })
+    })
+}
+
+/// The rights of the client at `remote` (to `local`) whose socket the kernel said is
+/// `uid`'s, or could not find. A client that may be on this host gets its user's rights,
+/// or none when the kernel did not name it; only a client from an address this host does
+/// not have is another host's (`is_host` tells, for a canonical address).
+fn who_is(
+    uid: Option<u32>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    is_host: impl FnOnce(std::net::IpAddr) -> bool,
+) -> Who {
     let (r, l) = (peer::canonical(remote), peer::canonical(local));
-    // A client that must be on this host: the kernel has to name its user, or it gets no
-    // right. One from another address that the kernel does not know is another host's.
-    let local_only = l.ip().is_loopback() || r.ip().is_loopback() || r.ip() == l.ip();
-    match peer::socket_uid(remote, local) {
-        Ok(Some(uid)) if uid == 0 || uid == daemon_uid() => Who::Owner,
-        Ok(Some(uid)) => Who::User(uid),
-        Ok(None) if local_only => Who::Unknown,
-        Ok(None) => Who::Owner,
-        Err(e) => {
-            crate::ratelimit::OPENS.log(|| format!("http: cannot tell who {remote} is: {e}"));
-            if local_only { Who::Unknown } else { Who::Owner }
-        }
+    match uid {
+        Some(uid) if uid == 0 || uid == daemon_uid() => Who::Owner,
+        Some(uid) => Who::User(uid),
+        None if l.ip().is_loopback() || r.ip().is_loopback() || r.ip() == l.ip() => Who::Unknown,
+        None if is_host(r.ip()) => Who::Unknown,
+        None => Who::Owner,
     }
 }
 
@@ -268,6 +285,79 @@ pub fn remove(ctx: &Ctx, peer: Peer, name: &[u8]) -> Result<(), Option<hyper::Re
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    #[test]
+    fn a_client_the_kernel_cannot_name_is_another_hosts_only_from_an_address_this_host_lacks() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let host = |ip: std::net::IpAddr| {
+            ["10.1.1.1", "10.1.1.2", "fd00::2", "fe80::1"].contains(&ip.to_string().as_str())
+        };
+        let server = addr("10.1.1.1:8080");
+        let v6 = addr("[fd00::2]:8080");
+        for (what, uid, remote, local, want) in [
+            (
+                "a local user",
+                Some(1004),
+                "10.1.1.2:4000",
+                server,
+                Who::User(1004),
+            ),
+            (
+                "the daemon's user",
+                Some(daemon_uid()),
+                "10.1.1.2:4000",
+                server,
+                Who::Owner,
+            ),
+            // Bound to a device, closed before the lookup, or a link-local scope: the
+            // kernel finds no socket, but the address is this host's.
+            (
+                "unnamed, from another address of this host",
+                None,
+                "10.1.1.2:4000",
+                server,
+                Who::Unknown,
+            ),
+            (
+                "unnamed, IPv4 through a dual-stack socket",
+                None,
+                "[::ffff:10.1.1.2]:4000",
+                addr("[::ffff:10.1.1.1]:8080"),
+                Who::Unknown,
+            ),
+            (
+                "unnamed, link-local",
+                None,
+                "[fe80::1%2]:4000",
+                v6,
+                Who::Unknown,
+            ),
+            (
+                "unnamed, the same address",
+                None,
+                "10.1.1.1:4000",
+                server,
+                Who::Unknown,
+            ),
+            (
+                "unnamed, loopback",
+                None,
+                "127.0.0.1:4000",
+                addr("127.0.0.1:8080"),
+                Who::Unknown,
+            ),
+            ("another host", None, "192.0.2.7:4000", server, Who::Owner),
+            (
+                "another host over IPv6",
+                None,
+                "[2001:db8::7]:4000",
+                v6,
+                Who::Owner,
+            ),
+        ] {
+            assert_eq!(who_is(uid, addr(remote), local, host), want, "{what}");
+        }
+    }
 
     fn meta(mode: u32, uid: u32, gid: u32) -> Meta {
         let now = SystemTime::now();

@@ -49,6 +49,51 @@ pub fn socket_uid(client: SocketAddr, server: SocketAddr) -> io::Result<Option<u
     parse_answer(&answer[..n])
 }
 
+/// Whether `ip` (canonical, see [`canonical`]) is an address of one of this host's
+/// interfaces: a connection from it comes from a process of this host, however the lookup
+/// of its socket fares (bound to a device, closed already, or through a link-local scope
+/// the exact lookup does not name).
+pub fn is_host_address(ip: IpAddr) -> io::Result<bool> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list that is freed below, once.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = false;
+    let mut node = list;
+    while !node.is_null() && !found {
+        // SAFETY: `node` is an element of the list getifaddrs returned, alive until
+        // freeifaddrs; its address, when not null, is a sockaddr of the family it names,
+        // so it is read as that family's struct.
+        let (addr, next) = unsafe {
+            let ifa = &*node;
+            let addr = if ifa.ifa_addr.is_null() {
+                None
+            } else {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                        Some(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                        Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                }
+            };
+            (addr, ifa.ifa_next)
+        };
+        found = addr == Some(ip);
+        node = next;
+    }
+    // SAFETY: the list getifaddrs returned, not used after this.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
+}
+
 /// An IPv4 address seen through an IPv6 socket (`::ffff:a.b.c.d`) as the IPv4 one: the
 /// client's socket is an IPv4 socket then.
 pub fn canonical(a: SocketAddr) -> SocketAddr {
