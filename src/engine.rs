@@ -39,6 +39,11 @@ pub trait Publisher: Send + Sync {
     /// Answers a write still waiting with `Interrupted`; says whether it was waiting. (A
     /// write already sent may still reach readers.)
     fn cancel(&self, write: u64) -> bool;
+    /// The longest write the engine can hold whole; a longer one is refused with
+    /// `TooLarge` before any of it is taken.
+    fn max_write(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Why `policy` cannot hold across hosts, if it cannot: a write cannot wait for readers on

@@ -354,3 +354,28 @@ fn an_http_reader_on_one_host_gets_what_a_writer_on_another_writes() {
         b"replayed\nlive\nup\n"
     );
 }
+
+/// JetStream keeps 16 MiB of a stream with the default ring: a longer write would be
+/// evicted in part before the feeds read it, and lost though acknowledged. It is refused
+/// whole (EFBIG) before any of it is taken; one that fits goes through.
+#[test]
+fn a_write_longer_than_the_retention_is_refused_whole() {
+    let nats = Cluster::single();
+    let a = host(&nats, &[]);
+    let p = a.file("big");
+    std::fs::File::create(&p).unwrap();
+    for (bs, ok) in [("17M", false), ("8M", true)] {
+        let (code, _, err) = sh(&format!(
+            "dd if=/dev/zero of='{}' bs={bs} count=1 status=none",
+            p.display()
+        ));
+        assert_eq!(code == 0, ok, "bs={bs}: {err}");
+        if !ok {
+            assert!(err.contains("File too large"), "bs={bs}: {err}");
+        }
+    }
+    wait_for("the 8 MiB write", LONG, || {
+        xattr_u64(&p, "bytes_written") == 8 << 20
+    });
+    assert_eq!(xattr_u64(&p, "writes"), 1, "nothing of the refused write");
+}

@@ -169,6 +169,7 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
     let a = host(&nats, "nats_storage=file,nats_timeout=2s");
     let b = host(&nats, "nats_storage=file,nats_timeout=60s");
     let mut w = open_writer(&a, "cam");
+    std::fs::write(a.file("spare"), b"kept\n").unwrap();
     wait_for("cam on B", Duration::from_secs(10), || {
         b.file("cam").exists()
     });
@@ -221,6 +222,11 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
         "the waiting write ended by the kill"
     );
     eprintln!("a waiting write killed after {:?}", t.elapsed());
+    // rm fails at once and sends nothing: the stream is still there once the server is back.
+    let spare = a.file("spare");
+    assert!(spare.exists(), "made before the server went");
+    let e = std::fs::remove_file(&spare).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
 
     nats.restart(0);
     // Once the mounts are connected again, writes resume; readers go on where they were,
@@ -241,4 +247,9 @@ fn a_server_stopped_fails_writes_with_eio_then_everyone_resumes() {
         assert_eq!(got, want, "{host}");
     }
     assert!(b.file("cam").exists() && a.file("cam").exists());
+    // A stream made on B after the restart is listed on A: A has listed the cluster's
+    // streams since, and spare is among them (a removal sent late would have come first).
+    std::fs::write(b.file("probe"), b"x").unwrap();
+    wait_for("probe listed on A", LONG, || a.file("probe").exists());
+    assert!(a.file("spare").exists() && b.file("spare").exists());
 }

@@ -105,6 +105,8 @@ pub fn errno(e: StreamError) -> i32 {
         StreamError::TooOld => libc::ERANGE,
         // The engine shared with other hosts did not answer in time: an I/O error.
         StreamError::Unavailable => libc::EIO,
+        // A write longer than the engine holds whole: what a file over its size limit says.
+        StreamError::TooLarge => libc::EFBIG,
         StreamError::Unsupported => libc::EOPNOTSUPP,
     }
 }

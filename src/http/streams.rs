@@ -55,6 +55,7 @@ pub fn stream_error(e: &StreamError) -> (StatusCode, String) {
         StreamError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
         // The engine shared with other hosts (NATS) did not answer in time.
         StreamError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        StreamError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         StreamError::Unsupported => StatusCode::NOT_IMPLEMENTED,
     };
     (status, e.to_string())
@@ -470,6 +471,7 @@ async fn write_body(
         // charged as they arrive, not reserved at its head: a client that announces a
         // length and then trickles would hold the memory (and shed other streams' history
         // for it) at no cost. A length that could never fit is refused before any byte.
+        writer.check_len(n).map_err(failed)?;
         if !writer.could_fit(n) {
             return Err(failed(StreamError::NoMemory));
         }

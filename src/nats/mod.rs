@@ -162,10 +162,16 @@ impl Nats {
         Ok(nats)
     }
 
+    /// What JetStream keeps of each stream (`max_bytes`): the ring, at least
+    /// [`MIN_RETENTION`]. Also the longest write a stream takes.
+    fn retention(&self) -> u64 {
+        self.ring.max(MIN_RETENTION)
+    }
+
     fn config(&self, name: &[u8]) -> Result<jetstream::stream::Config, StreamError> {
         let js_name =
             names::stream_name(&self.settings.prefix, name).ok_or(StreamError::NameTooLong)?;
-        let retention = self.ring.max(MIN_RETENTION);
+        let retention = self.retention();
         Ok(jetstream::stream::Config {
             name: js_name,
             subjects: vec![names::subject(&self.settings.prefix, name)],
@@ -269,6 +275,10 @@ impl Nats {
 impl crate::engine::Engine for Nats {
     fn create(&self, name: &[u8]) -> Result<(), StreamError> {
         let config = self.config(name)?;
+        // As for `remove`: nothing is sent that could take effect after it failed here.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(StreamError::Unavailable);
+        }
         self.touch(name);
         let js = self.js.clone();
         let info = block_on(&self.rt, self.settings.timeout, async move {
@@ -290,6 +300,11 @@ impl crate::engine::Engine for Nats {
     fn remove(&self, name: &[u8]) -> Result<(), StreamError> {
         let js_name =
             names::stream_name(&self.settings.prefix, name).ok_or(StreamError::NotFound)?;
+        // Sent while disconnected, the request would wait in the client and remove the
+        // stream once the cluster is back, after `rm` had failed.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(StreamError::Unavailable);
+        }
         self.touch(name);
         let js = self.js.clone();
         let done = block_on(&self.rt, self.settings.timeout, async move {
@@ -332,6 +347,7 @@ impl crate::engine::Engine for Nats {
             key,
             self.max_part,
             self.settings.timeout,
+            self.retention(),
         );
         stream.set_publisher(publisher);
         self.rt

@@ -37,9 +37,13 @@ pub struct StreamPublisher {
     pending: Arc<Mutex<HashMap<u64, WriteDone>>>,
     next_id: std::sync::atomic::AtomicU64,
     timeout: Duration,
+    /// What JetStream keeps of the stream: a longer write would be evicted in part before
+    /// the hosts' feeds could read it, and lost though acknowledged.
+    max_write: u64,
 }
 
 impl StreamPublisher {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         rt: &tokio::runtime::Handle,
         client: async_nats::Client,
@@ -48,6 +52,7 @@ impl StreamPublisher {
         key: String,
         max_part: usize,
         timeout: Duration,
+        max_write: u64,
     ) -> Arc<StreamPublisher> {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(HashMap::new()));
@@ -57,6 +62,7 @@ impl StreamPublisher {
             pending,
             next_id: std::sync::atomic::AtomicU64::new(1),
             timeout,
+            max_write,
         })
     }
 }
@@ -79,6 +85,10 @@ impl crate::engine::Publisher for StreamPublisher {
             return None;
         }
         Some(id)
+    }
+
+    fn max_write(&self) -> u64 {
+        self.max_write
     }
 
     fn cancel(&self, write: u64) -> bool {

@@ -181,9 +181,23 @@ impl Writer {
                 done(Ok(()));
                 return None;
             }
+            let len: u64 = parts.iter().map(|c| c.len() as u64).sum();
+            if len > publisher.max_write() {
+                done(Err(StreamError::TooLarge));
+                return None;
+            }
             return publisher.publish(parts, done);
         }
         self.stream.submit_parts(parts, tag, done)
+    }
+
+    /// Whether a unit of `len` bytes can be written whole: `TooLarge` when the engine of a
+    /// stream shared with other hosts cannot hold it (checked before any of it is taken).
+    pub fn check_len(&self, len: u64) -> Result<(), StreamError> {
+        match self.stream.publisher() {
+            Some(p) if len.min(MAX_WRITE) > p.max_write() => Err(StreamError::TooLarge),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a unit of `len` bytes could be held at all under the memory limit (once
@@ -199,6 +213,7 @@ impl Writer {
     /// refused whole, at its first piece, before anything of it was acknowledged.
     /// (Only the first [`MAX_WRITE`] bytes: a longer write is several units.)
     pub fn reserve(&self, len: u64) -> Result<(), StreamError> {
+        self.check_len(len)?;
         let len = len.min(MAX_WRITE);
         // Pieces are at most a request each (1 MiB) and may start mid-page: one more.
         let pieces = len / (1 << 20) + 2;

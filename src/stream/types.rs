@@ -166,6 +166,9 @@ pub enum StreamError {
     /// A start offset older than the ring's oldest byte: that history is gone.
     #[error("that offset is older than the ring's oldest byte")]
     TooOld,
+    /// A write longer than the engine that shares the stream with other hosts holds whole.
+    #[error("the write is longer than the engine shared with other hosts holds whole")]
+    TooLarge,
     /// The engine that shares the stream with other hosts could not be reached in time.
     #[error("the engine holding the stream cannot be reached")]
     Unavailable,
