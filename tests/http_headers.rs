@@ -7,6 +7,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
+use common::client::Client;
 use common::*;
 
 /// The whole answer to `request`, lowercased.
@@ -77,26 +78,11 @@ fn head_tells_the_statistics_and_setfattr_sets_the_content_type() {
 /// The head of the answer to `GET path` (lower-cased), read off the socket: a live body
 /// would not end.
 fn get_head(port: u16, path: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
+    let mut c = Client::connect(port);
+    c.send(&format!(
         "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let mut byte = [0u8; 1];
-    while !out.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => out.push(byte[0]),
-            r => panic!(
-                "GET {path}: {r:?} after {:?}",
-                String::from_utf8_lossy(&out)
-            ),
-        }
-    }
-    String::from_utf8_lossy(&out).to_lowercase()
+    ));
+    c.head()
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

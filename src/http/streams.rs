@@ -114,22 +114,12 @@ fn head(req: &ReadRequest) -> Result<Response<Body>, Response<Body>> {
     let offset = resolve(s, req.start)?;
     let st = s.stats();
     let mut r = Response::new(Body::empty());
-    read_headers(&mut r, s, offset);
-    if req.sse {
-        set_sse_type(&mut r);
-    }
+    req.headers(&mut r, offset);
     header_u64(&mut r, "stream-next-offset", st.written_bytes);
     header_u64(&mut r, "stream-ring-start", st.ring_start);
     header_u64(&mut r, "stream-readers", st.readers as u64);
     header_u64(&mut r, "stream-writers", st.writers as u64);
     Ok(r)
-}
-
-fn set_sse_type(r: &mut Response<Body>) {
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
 }
 
 fn set_type(r: &mut Response<Body>, s: &Stream) {
@@ -230,6 +220,19 @@ struct ReadRequest {
     sse: bool,
 }
 
+impl ReadRequest {
+    /// The headers of its answer, which starts at `offset`.
+    fn headers(&self, r: &mut Response<Body>, offset: u64) {
+        read_headers(r, &self.stream, offset);
+        if self.sse {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
+        }
+    }
+}
+
 /// `GET`: the stream from its start position, raw or as SSE.
 fn read(
     req: &Request<ReqBody>,
@@ -237,10 +240,10 @@ fn read(
     name: &[u8],
     remote: Peer,
 ) -> Result<Response<Body>, Response<Body>> {
-    let ReadRequest { stream, start, sse } = read_request(req, ctx, name, remote)?;
-    let reader = open_at(&stream, start, label(req, remote))?;
+    let read = read_request(req, ctx, name, remote)?;
+    let reader = open_at(&read.stream, read.start, label(req, remote))?;
     let offset = reader.stats().start;
-    let mut r = if sse {
+    let mut r = if read.sse {
         Response::new(Body::Sse(Box::new(SseBody::new(reader, offset))))
     } else {
         Response::new(Body::Stream(ReaderBody::with_coalesce(
@@ -248,10 +251,7 @@ fn read(
             ctx.mount.http.coalesce,
         )))
     };
-    read_headers(&mut r, &stream, offset);
-    if sse {
-        set_sse_type(&mut r);
-    }
+    read.headers(&mut r, offset);
     Ok(r)
 }
 
@@ -471,10 +471,7 @@ async fn write_body(
         // charged as they arrive, not reserved at its head: a client that announces a
         // length and then trickles would hold the memory (and shed other streams' history
         // for it) at no cost. A length that could never fit is refused before any byte.
-        writer.check_len(n).map_err(failed)?;
-        if !writer.could_fit(n) {
-            return Err(failed(StreamError::NoMemory));
-        }
+        writer.admits(n).map_err(failed)?;
         let mut got = 0u64;
         loop {
             let Ok(frame) = tokio::time::timeout(BODY_STALL, body.frame()).await else {

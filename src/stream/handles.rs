@@ -181,9 +181,8 @@ impl Writer {
                 done(Ok(()));
                 return None;
             }
-            let len: u64 = parts.iter().map(|c| c.len() as u64).sum();
-            if len > publisher.max_write() {
-                done(Err(StreamError::TooLarge));
+            if let Err(e) = self.check_len(parts.iter().map(|c| c.len() as u64).sum()) {
+                done(Err(e));
                 return None;
             }
             return publisher.publish(parts, done);
@@ -200,12 +199,15 @@ impl Writer {
         }
     }
 
-    /// Whether a unit of `len` bytes could be held at all under the memory limit (once
-    /// everything that may be shed is): a cheap check before any of it is read.
-    pub fn could_fit(&self, len: u64) -> bool {
-        let len = len.min(MAX_WRITE);
-        let pieces = len / (1 << 20) + 2;
-        len + pieces * crate::memory::CHUNK_OVERHEAD <= self.stream.pool.budget()
+    /// Whether a unit of `len` bytes could be written at all, before any of it is read:
+    /// [`Writer::check_len`], and `NoMemory` when the memory limit could not hold it even
+    /// once everything that may be shed is.
+    pub fn admits(&self, len: u64) -> Result<(), StreamError> {
+        self.check_len(len)?;
+        if unit_cost(len).0 > self.stream.pool.budget() {
+            return Err(StreamError::NoMemory);
+        }
+        Ok(())
     }
 
     /// Reserves the memory of a unit of `len` bytes about to begin, so that none of its
@@ -214,10 +216,7 @@ impl Writer {
     /// (Only the first [`MAX_WRITE`] bytes: a longer write is several units.)
     pub fn reserve(&self, len: u64) -> Result<(), StreamError> {
         self.check_len(len)?;
-        let len = len.min(MAX_WRITE);
-        // Pieces are at most a request each (1 MiB) and may start mid-page: one more.
-        let pieces = len / (1 << 20) + 2;
-        let cost = len + pieces * crate::memory::CHUNK_OVERHEAD;
+        let (cost, pieces) = unit_cost(len);
         // Room for the pieces' ring entries too, charged when the ring takes them.
         let ring = pieces * super::RING_ENTRY_COST;
         self.stream.pool.reserve(cost + ring)?;
@@ -288,4 +287,12 @@ impl Drop for Writer {
             ((), unparked)
         });
     }
+}
+
+/// What a unit of `len` bytes (its first [`MAX_WRITE`]) costs the memory pool, and in how
+/// many pieces at most: a piece is at most a request (1 MiB) and may start mid-page.
+fn unit_cost(len: u64) -> (u64, u64) {
+    let len = len.min(MAX_WRITE);
+    let pieces = len / (1 << 20) + 2;
+    (len + pieces * crate::memory::CHUNK_OVERHEAD, pieces)
 }

@@ -3,6 +3,7 @@
 //! never hangs in cleanup (lazy unmount as the last resort).
 #![allow(dead_code)]
 
+pub mod client;
 pub mod nats;
 pub mod records;
 
