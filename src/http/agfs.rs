@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody};
-use super::server::{Ctx, not_allowed, typed};
+use super::server::{Answer, Ctx, not_allowed, typed};
 use super::streams::{Framing, label, open, read_headers, stream_error, upload, would_start};
 use super::url::{Query, json_string};
 use crate::stream::Stream;
@@ -139,8 +139,12 @@ fn listing(ctx: &Ctx, remote: Peer) -> String {
 }
 
 /// Routes `/api/v1/...`, every error answered as the original's `{"error": "..."}`.
-pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
-    let r = dispatch(req, ctx, remote).await;
+pub fn route<'a>(req: Request<ReqBody>, ctx: &'a Ctx, remote: Peer) -> Answer<'a> {
+    dispatch(req, ctx, remote).map(as_json)
+}
+
+/// `r`, an error of which is answered as the original's `{"error": "..."}`.
+fn as_json(r: Response<Body>) -> Response<Body> {
     if !(r.status().is_client_error() || r.status().is_server_error()) {
         return r;
     }
@@ -161,7 +165,7 @@ pub async fn route(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<B
     }
 }
 
-async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Body> {
+fn dispatch<'a>(req: Request<ReqBody>, ctx: &'a Ctx, remote: Peer) -> Answer<'a> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let m = req.method().clone();
@@ -169,7 +173,7 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
         Target::Stream(n) => Ok(n),
         Target::Root => Err(error(StatusCode::BAD_REQUEST, "is a directory")),
     };
-    match path.as_str() {
+    let resp = match path.as_str() {
         "/api/v1/health" | "/api/v1/ready" => match m {
             Method::GET | Method::HEAD => json(
                 StatusCode::OK,
@@ -182,7 +186,7 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
         },
         "/api/v1/directories" | "/api/v1/list" => {
             if !matches!(m, Method::GET | Method::HEAD) {
-                return not_allowed("GET, HEAD");
+                return not_allowed("GET, HEAD").into();
             }
             match target(ctx, &query) {
                 Ok(Target::Root) => json(StatusCode::OK, listing(ctx, remote)),
@@ -192,7 +196,7 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
         }
         "/api/v1/stat" => {
             if !matches!(m, Method::GET | Method::HEAD) {
-                return not_allowed("GET, HEAD");
+                return not_allowed("GET, HEAD").into();
             }
             match target(ctx, &query) {
                 Ok(Target::Root) => json(StatusCode::OK, root_info() + "\n"),
@@ -209,15 +213,16 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
         "/api/v1/files" | "/api/v1/write" => {
             let name = match target(ctx, &query).and_then(stream_name) {
                 Ok(n) => n,
-                Err(r) => return r,
+                Err(r) => return r.into(),
             };
             let write_alias = path == "/api/v1/write";
+            if m == Method::PUT || (m == Method::POST && write_alias) {
+                return append(req, ctx, name, remote);
+            }
             match m {
                 Method::GET | Method::HEAD if !write_alias => {
                     read(&req, ctx, &name, &query, remote)
                 }
-                Method::PUT => append(req, ctx, &name, remote).await,
-                Method::POST if write_alias => append(req, ctx, &name, remote).await,
                 Method::POST => match ctx.ns.lookup(&name) {
                     Some(_) => error(StatusCode::CONFLICT, "file already exists"),
                     None => match access::check(ctx, remote, Op::Create)
@@ -242,7 +247,8 @@ async fn dispatch(req: Request<ReqBody>, ctx: &Ctx, remote: Peer) -> Response<Bo
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
-    }
+    };
+    resp.into()
 }
 
 /// `GET /api/v1/files?path=&stream=true`: the live read (replay, then live data); a `HEAD`
@@ -291,11 +297,13 @@ fn read(
 }
 
 /// `PUT /api/v1/files` (and `POST /api/v1/write`): append the body as it arrives.
-async fn append(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
-    match upload(req, ctx, name, Framing::Frames, remote).await {
-        Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
-        Err(r) => r,
-    }
+fn append<'a>(req: Request<ReqBody>, ctx: &'a Ctx, name: Vec<u8>, remote: Peer) -> Answer<'a> {
+    Answer::later(async move {
+        match upload(req, ctx, &name, Framing::Frames, remote).await {
+            Ok((_, n)) => message(StatusCode::OK, &format!("Written {n} bytes")),
+            Err(r) => r,
+        }
+    })
 }
 
 #[cfg(test)]

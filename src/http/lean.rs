@@ -7,6 +7,7 @@
 //! holds its socket and its reader. Knows nothing of routes beyond telling those `GET`s
 //! apart: the answers themselves come from `server::handle`.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use tokio::time::{Duration, Instant};
 use super::access::Peer;
 use super::body::{Body, ReqBody};
 use super::send::{Job, MAX_PIPELINED, Rest};
-use super::server::{Ctx, HEADER_TIMEOUT, MAX_HEAD, Open, handle};
+use super::server::{Answer, Ctx, HEADER_TIMEOUT, MAX_HEAD, Open, handle};
 
 /// Most headers a head parsed here may have; one with more goes to hyper, which takes 100.
 const MAX_HEADERS: usize = 48;
@@ -87,7 +88,7 @@ pub async fn resume(rest: Rest) {
 
 async fn run(stream: TcpStream, ctx: Arc<Ctx>, remote: Peer, open: Open, mut buf: Vec<u8>) {
     loop {
-        match Box::pin(request(&stream, &ctx, remote, &mut buf)).await {
+        match boxed(request(&stream, &ctx, remote, &mut buf)).await {
             Step::Next => {}
             Step::Live {
                 body,
@@ -124,12 +125,19 @@ async fn run(stream: TcpStream, ctx: Arc<Ctx>, remote: Peer, open: Open, mut buf
                     pre: Bytes::from(buf),
                     inner: stream,
                 };
-                Box::pin(super::server::serve_hyper(io, ctx, remote, timeout)).await;
+                boxed(super::server::serve_hyper(io, ctx, remote, timeout)).await;
                 return;
             }
             Step::Close => return,
         }
     }
+}
+
+/// `f` on the heap. A plain function, so that `f` is moved into the box as soon as it is
+/// made: `Box::pin` in an `async fn` left room for `f` in that function's own future too
+/// (measured: the connection's task as large as the request's future).
+fn boxed<F: Future>(f: F) -> Pin<Box<F>> {
+    Box::pin(f)
 }
 
 /// Reads a head, answers it and writes the answer's head (and a fixed body).
@@ -146,9 +154,15 @@ async fn request(stream: &TcpStream, ctx: &Ctx, remote: Peer, buf: &mut Vec<u8>)
     buf.shrink_to_fit();
     let keep = keep_alive(&req);
     let http10 = req.version() == Version::HTTP_10;
-    let resp = handle(req, ctx, remote).await;
-    match respond(stream, resp, keep && !http10, http10).await {
-        Ok(step) => step,
+    // Answered at once but for an upload, which hyper takes (a body): what this future
+    // keeps across the awaits below is a pointer at most.
+    let resp = match handle(req, ctx, remote) {
+        Answer::Now(r) => r,
+        Answer::Later(f) => f.await,
+    };
+    let (head, fixed, step) = encode(resp, keep && !http10, http10);
+    match write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(&fixed)]).await {
+        Ok(()) => step,
         Err(_) => Step::Close,
     }
 }
@@ -236,13 +250,8 @@ fn keep_alive(req: &Request<ReqBody>) -> bool {
     })
 }
 
-/// Writes `resp`'s head, and its body when it is a fixed one.
-async fn respond(
-    stream: &TcpStream,
-    resp: Response<Body>,
-    keep: bool,
-    http10: bool,
-) -> io::Result<Step> {
+/// `resp`'s head, its body when it is a fixed one, and what comes once they are written.
+fn encode(resp: Response<Body>, keep: bool, http10: bool) -> (Vec<u8>, Bytes, Step) {
     let (parts, mut body) = resp.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -281,9 +290,7 @@ async fn respond(
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    let fixed = fixed.unwrap_or_default();
-    write_all(stream, &mut [IoSlice::new(&head), IoSlice::new(&fixed)]).await?;
-    Ok(match body {
+    let step = match body {
         Body::Full(_) if keep => Step::Next,
         Body::Full(_) => Step::Close,
         body => Step::Live {
@@ -291,7 +298,8 @@ async fn respond(
             chunked,
             keep,
         },
-    })
+    };
+    (head, fixed.unwrap_or_default(), step)
 }
 
 /// A live body (SSE) on its way, sent chunk by chunk as the core hands them over, each written

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{self, Op, Peer};
 use super::body::{Body, ReaderBody, ReqBody, SseBody, TAG};
-use super::server::{Ctx, not_allowed, text};
+use super::server::{Answer, Ctx, not_allowed, text};
 use super::url::Query;
 use crate::start::{Origin, Start};
 use crate::stream::{MAX_WRITE, Reader, Stream, StreamError, Writer};
@@ -67,13 +67,13 @@ fn error_response(e: &StreamError) -> Response<Body> {
 }
 
 /// `/streams/NAME`.
-pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer) -> Response<Body> {
-    match *req.method() {
-        Method::GET => match read(&req, ctx, name, remote) {
+pub fn stream<'a>(req: Request<ReqBody>, ctx: &'a Ctx, name: Vec<u8>, remote: Peer) -> Answer<'a> {
+    let resp = match *req.method() {
+        Method::GET => match read(&req, ctx, &name, remote) {
             Ok(r) => r,
             Err(r) => r,
         },
-        Method::HEAD => match read_request(&req, ctx, name, remote).and_then(|r| head(&r)) {
+        Method::HEAD => match read_request(&req, ctx, &name, remote).and_then(|r| head(&r)) {
             Ok(r) => r,
             Err(r) => r,
         },
@@ -81,29 +81,35 @@ pub async fn stream(req: Request<ReqBody>, ctx: &Ctx, name: &[u8], remote: Peer)
             let query = Query::parse(req.uri().query());
             let framing = match Framing::parse(query.get("frame")) {
                 Ok(f) => f,
-                Err(r) => return r,
+                Err(r) => return r.into(),
             };
-            match upload(req, ctx, name, framing, remote).await {
-                Ok((stream, _)) => {
-                    let mut r = Response::new(Body::empty());
-                    *r.status_mut() = StatusCode::NO_CONTENT;
-                    header_u64(&mut r, "stream-next-offset", stream.stats().written_bytes);
-                    r
+            return Answer::later(async move {
+                match upload(req, ctx, &name, framing, remote).await {
+                    Ok((stream, _)) => {
+                        let mut r = Response::new(Body::empty());
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        header_u64(&mut r, "stream-next-offset", stream.stats().written_bytes);
+                        r
+                    }
+                    Err(r) => r,
                 }
-                Err(r) => r,
-            }
+            });
         }
-        Method::DELETE => match access::remove(ctx, remote, name) {
+        Method::DELETE => match access::remove(ctx, remote, &name) {
             Ok(()) => {
-                log::info!("http: stream {} removed", crate::escape::escape_bytes(name));
+                log::info!(
+                    "http: stream {} removed",
+                    crate::escape::escape_bytes(&name)
+                );
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
-            Err(refused) => refused.unwrap_or_else(|| no_stream(name)),
+            Err(refused) => refused.unwrap_or_else(|| no_stream(&name)),
         },
         _ => not_allowed("GET, HEAD, PUT, POST, DELETE"),
-    }
+    };
+    resp.into()
 }
 
 /// `HEAD`: what the `GET` of the same URL would answer, with no body and no reader opened
