@@ -373,13 +373,7 @@ fn a_body_that_announces_a_length_takes_memory_only_as_it_arrives() {
     let mut hog = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     hog.write_all(b"PUT /streams/hog HTTP/1.1\r\nHost: t\r\nContent-Length: 12000000\r\n\r\n")
         .unwrap();
-    let memory = || {
-        let (_, text) = http_get(port, "/metrics", "");
-        text.lines()
-            .find_map(|l| l.strip_prefix("streamfs_memory_bytes "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("streamfs_memory_bytes in the metrics")
-    };
+    let memory = || metric(port, "streamfs_memory_bytes");
     wait_for("the upload's stream", HANG, || m.file("hog").exists());
     let before = memory();
     hog.write_all(b"x").unwrap();

@@ -238,15 +238,6 @@ fn a_token_still_grants_everything() {
     assert!(!m.file("cam1").exists());
 }
 
-/// A counter or gauge of the metrics, read as root.
-fn metric(port: u16, name: &str) -> u64 {
-    let (_, text) = http_get(port, "/metrics", "");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// End to end, a client that closes before it is served changes nothing, whether the
 /// gateway drops its request (hyper does today) or serves it; that a vanished socket's
 /// client gets no right is `access.rs`'s and `peer.rs`'s unit tests. The test says which

@@ -168,6 +168,16 @@ impl Nats {
         self.ring.max(MIN_RETENTION)
     }
 
+    /// `Unavailable` while the client is not connected. Checked before a create or a
+    /// remove: sent while disconnected, the request would wait in the client and take
+    /// effect once the cluster is back, after the caller had been told it failed.
+    fn connected(&self) -> Result<(), StreamError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(StreamError::Unavailable),
+        }
+    }
+
     fn config(&self, name: &[u8]) -> Result<jetstream::stream::Config, StreamError> {
         let js_name =
             names::stream_name(&self.settings.prefix, name).ok_or(StreamError::NameTooLong)?;
@@ -275,10 +285,7 @@ impl Nats {
 impl crate::engine::Engine for Nats {
     fn create(&self, name: &[u8]) -> Result<(), StreamError> {
         let config = self.config(name)?;
-        // As for `remove`: nothing is sent that could take effect after it failed here.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(StreamError::Unavailable);
-        }
+        self.connected()?;
         self.touch(name);
         let js = self.js.clone();
         let info = block_on(&self.rt, self.settings.timeout, async move {
@@ -300,11 +307,7 @@ impl crate::engine::Engine for Nats {
     fn remove(&self, name: &[u8]) -> Result<(), StreamError> {
         let js_name =
             names::stream_name(&self.settings.prefix, name).ok_or(StreamError::NotFound)?;
-        // Sent while disconnected, the request would wait in the client and remove the
-        // stream once the cluster is back, after `rm` had failed.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(StreamError::Unavailable);
-        }
+        self.connected()?;
         self.touch(name);
         let js = self.js.clone();
         let done = block_on(&self.rt, self.settings.timeout, async move {

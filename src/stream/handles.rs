@@ -192,7 +192,7 @@ impl Writer {
 
     /// Whether a unit of `len` bytes can be written whole: `TooLarge` when the engine of a
     /// stream shared with other hosts cannot hold it (checked before any of it is taken).
-    pub fn check_len(&self, len: u64) -> Result<(), StreamError> {
+    fn check_len(&self, len: u64) -> Result<(), StreamError> {
         match self.stream.publisher() {
             Some(p) if len.min(MAX_WRITE) > p.max_write() => Err(StreamError::TooLarge),
             _ => Ok(()),
@@ -200,8 +200,9 @@ impl Writer {
     }
 
     /// Whether a unit of `len` bytes could be written at all, before any of it is read:
-    /// [`Writer::check_len`], and `NoMemory` when the memory limit could not hold it even
-    /// once everything that may be shed is.
+    /// `TooLarge` when the engine shared with other hosts cannot hold it whole, and
+    /// `NoMemory` when the memory limit could not hold it even once everything that may be
+    /// shed is.
     pub fn admits(&self, len: u64) -> Result<(), StreamError> {
         self.check_len(len)?;
         if unit_cost(len).0 > self.stream.pool.budget() {

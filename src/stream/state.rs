@@ -313,14 +313,8 @@ impl State {
         use crate::mpegts::{TsScanner, Verdict};
         let mut ts = TsScanner::new();
         let mut found = VecDeque::new();
-        let ring_start = self.ring_start();
-        let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
-        for seg in &self.segs {
-            let skip = ring_start.saturating_sub(seg.offset) as usize;
-            if skip < seg.len {
-                let bytes = &seg.store.bytes(open)[skip..seg.len];
-                found.extend(ts.scan(seg.offset + skip as u64, bytes));
-            }
+        for (at, bytes) in self.history_from(self.ring_start()) {
+            found.extend(ts.scan(at, bytes));
         }
         if ts.verdict() == Verdict::NotMpegTs {
             deferred.reports.push(Report::NotMpegTs);

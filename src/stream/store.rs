@@ -306,17 +306,24 @@ impl State {
         s.store.bytes(open).get((at - s.offset) as usize).copied()
     }
 
-    /// The first byte at or after `from` that follows a newline, or the end.
-    pub fn newline_after(&self, from: u64) -> u64 {
+    /// The ring's bytes from absolute offset `from` (within it) on, segment by segment,
+    /// each with its offset.
+    pub fn history_from(&self, from: u64) -> impl Iterator<Item = (u64, &[u8])> {
         let open = self.open.as_ref().map_or(&[][..], |b| &b.data);
         let i = self
             .segs
             .partition_point(|s| s.offset + s.len as u64 <= from);
-        for s in self.segs.range(i..) {
+        self.segs.range(i..).map(move |s| {
             let skip = from.saturating_sub(s.offset) as usize;
-            let bytes = &s.store.bytes(open)[skip..s.len];
+            (s.offset + skip as u64, &s.store.bytes(open)[skip..s.len])
+        })
+    }
+
+    /// The first byte at or after `from` that follows a newline, or the end.
+    pub fn newline_after(&self, from: u64) -> u64 {
+        for (at, bytes) in self.history_from(from) {
             if let Some(nl) = bytes.iter().position(|b| *b == b'\n') {
-                return s.offset + (skip + nl) as u64 + 1;
+                return at + nl as u64 + 1;
             }
         }
         self.written

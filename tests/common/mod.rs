@@ -210,6 +210,15 @@ pub fn http_get(port: u16, path: &str, headers: &str) -> (u16, String) {
     )
 }
 
+/// A counter or gauge of the gateway's `/metrics` without labels, read as root.
+pub fn metric(port: u16, name: &str) -> u64 {
+    let (_, text) = http_get(port, "/metrics", "");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: plain syscall with integer arguments.
     unsafe { libc::kill(pid as i32, sig) };
