@@ -105,7 +105,7 @@ use std::time::SystemTime;
 pub use crate::memory::{CHUNK_OVERHEAD, Chunk, Pool, chunk_cost};
 pub use crate::start::{Align, Origin, Start};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering};
-use queue::ReaderState;
+use queue::{Label, ReaderState};
 use state::{BlockedWrite, Deferred, Fate, Parked, State};
 
 /// One live stream. Shared by the namespace and every open handle; it outlives its name
@@ -280,7 +280,7 @@ impl Stream {
         std::mem::forget(added);
         let mut reader = ReaderState {
             id,
-            label: label.into_boxed_str(),
+            label: Label::new(label),
             queue,
             queued,
             replay_left,
@@ -290,12 +290,8 @@ impl Stream {
             start: if skip_until > 0 { skip_until } else { from },
             skip_until,
             parked: VecDeque::new(),
-            wake: None,
             delivered: 0,
-            dropped_writes: 0,
-            dropped_bytes: 0,
-            unreported_drops: 0,
-            last_drop_report: None,
+            rare: None,
             pool: self.pool.clone(),
             charged: 0,
         };
@@ -464,6 +460,9 @@ impl Stream {
                 return (false, 0);
             };
             let p = r.parked.remove(pos).expect("position is in range");
+            if r.parked.is_empty() {
+                r.parked = VecDeque::new();
+            }
             deferred.answers.push((p.deliver, ReadOutcome::Interrupted));
             (true, 1)
         })
@@ -502,8 +501,7 @@ impl Stream {
         st.dropped_writes += writes;
         st.dropped_bytes += bytes;
         for r in st.readers.iter_mut().filter(|r| r.fate == Fate::Open) {
-            r.dropped_writes += writes;
-            r.dropped_bytes += bytes;
+            r.lose(writes, bytes);
         }
     }
 

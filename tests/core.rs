@@ -622,6 +622,32 @@ fn many_readers_share_the_ring_without_changing_ring_accounting() {
     assert_eq!(s.stats().ring_bytes, 125);
 }
 
+#[test]
+fn reader_labels_of_every_length_come_back_as_given() {
+    // Short labels are held in the reader's record, longer ones apart: the boundary, an
+    // empty one and multi-byte characters on both sides of it.
+    let (s, _) = stream(1 << 20, 0);
+    let labels = [
+        String::new(),
+        "pid 42 (cat)".to_string(),
+        "x".repeat(38),
+        "x".repeat(39),
+        "http [2001:db8:85a3::8a2e:370:7334]:54321 (curl/8.5.0)".to_string(),
+        "pid 7 (café)".to_string(),
+        "é".repeat(19),
+        "é".repeat(20),
+    ];
+    let _readers: Vec<Reader> = labels
+        .iter()
+        .map(|l| s.open_reader(l.clone()).unwrap())
+        .collect();
+    let mut got: Vec<String> = s.reader_stats().into_iter().map(|(l, _)| l).collect();
+    let mut want = labels.to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 // ---------------------------------------------------------------------------------------
 // Budgets and drops
 // ---------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ impl Reader {
             .expect("a Reader is registered until it is dropped");
         // Keep the poller even when readable: an edge-triggered epoll polls once per event,
         // so the next one (a write to the emptied queue, or the end) must notify it.
-        r.wake = Some(wake);
+        r.rare().wake = Some(wake);
         r.readiness()
     }
 
@@ -89,7 +89,10 @@ impl Drop for Reader {
             crate::ratelimit::OPENS.log(|| {
                 format!(
                     "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
-                    state.label, state.delivered, state.dropped_writes, state.dropped_bytes
+                    state.label,
+                    state.delivered,
+                    state.dropped().0,
+                    state.dropped().1
                 )
             });
         }

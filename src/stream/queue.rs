@@ -39,11 +39,12 @@ impl Run {
     }
 }
 
-/// A registered reader's state.
+/// A registered reader's state. One per reader, mount or HTTP: what a listener of many
+/// costs is mostly this, so what most readers never use is kept out of it.
 pub(super) struct ReaderState {
     pub id: u64,
     /// Who opened it, for log lines ("pid 42 (cat)"), escaped by the front door.
-    pub label: Box<str>,
+    pub label: Label,
     /// Runs to deliver, oldest first; none is empty.
     pub queue: VecDeque<Run>,
     /// Bytes not yet delivered: the lengths of `queue`. Kept rather than summed, since
@@ -67,14 +68,9 @@ pub(super) struct ReaderState {
     /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
     /// the reader is open.
     pub parked: VecDeque<Parked>,
-    /// A poller to wake when the reader becomes readable or ends.
-    pub wake: Option<Wake>,
     pub delivered: u64,
-    pub dropped_writes: u64,
-    pub dropped_bytes: u64,
-    /// Drops not yet reported in a warn line, and when the last line was written.
-    pub unreported_drops: u64,
-    pub last_drop_report: Option<Instant>,
+    /// What few readers have: a poller, drops. Made on first use.
+    pub rare: Option<Box<Rare>>,
     /// Charged `ENTRY_COST` per run of `queue` (`charged` bytes now).
     pub pool: Arc<Pool>,
     pub charged: u64,
@@ -87,7 +83,82 @@ impl Drop for ReaderState {
     }
 }
 
+/// What few readers have, kept out of the record that every reader has: a poller to wake
+/// when the reader becomes readable or ends, and what it lost to its budget, the memory
+/// limit or the engine's retention.
+#[derive(Default)]
+pub(super) struct Rare {
+    pub wake: Option<Wake>,
+    pub writes: u64,
+    pub bytes: u64,
+    /// Drops not yet reported in a warn line, and when the last line was written.
+    pub unreported: u64,
+    pub last_report: Option<Instant>,
+}
+
+/// A reader's label, held in the reader's record when it is short (a process, an address:
+/// most are) rather than in an allocation of its own.
+pub(super) enum Label {
+    Short { len: u8, bytes: [u8; SHORT_LABEL] },
+    Long(Box<str>),
+}
+
+/// The longest label held in the record: a process ("pid 4242 (ffmpeg)"), or a client with
+/// a short agent ("http 192.168.1.20:54321 (curl/8.5.0)").
+const SHORT_LABEL: usize = 38;
+
+impl Label {
+    pub fn new(s: String) -> Label {
+        if s.len() <= SHORT_LABEL {
+            let mut bytes = [0; SHORT_LABEL];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Label::Short {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Label::Long(s.into_boxed_str())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Label::Short { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied whole from a str")
+            }
+            Label::Long(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ReaderState {
+    pub fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Counts `writes` writes (`bytes` bytes) lost; returns the reader's drops.
+    pub fn lose(&mut self, writes: u64, bytes: u64) -> &mut Rare {
+        let d = self.rare();
+        d.writes += writes;
+        d.bytes += bytes;
+        d
+    }
+
+    /// (writes, bytes) lost so far.
+    pub fn dropped(&self) -> (u64, u64) {
+        self.rare.as_ref().map_or((0, 0), |d| (d.writes, d.bytes))
+    }
+
+    pub fn take_wake(&mut self) -> Option<Wake> {
+        self.rare.as_mut()?.wake.take()
+    }
+
     pub fn queued_bytes(&self) -> u64 {
         debug_assert_eq!(
             self.queued,
@@ -203,7 +274,7 @@ impl ReaderState {
         for p in self.parked.drain(..) {
             deferred.answers.push((p.deliver, ReadOutcome::Eof));
         }
-        if let Some(w) = self.wake.take() {
+        if let Some(w) = self.take_wake() {
             deferred.wakes.push(w);
         }
         n
@@ -254,8 +325,8 @@ impl ReaderState {
             queued_bytes: self.queued_bytes(),
             live_cost: self.live,
             live_runs: self.live_runs(),
-            dropped_writes: self.dropped_writes,
-            dropped_bytes: self.dropped_bytes,
+            dropped_writes: self.dropped().0,
+            dropped_bytes: self.dropped().1,
             disconnected: self.fate == Fate::Disconnected,
             parked_reads: self.parked.len(),
             start: self.start,
@@ -275,7 +346,12 @@ pub(super) fn answer_parked(r: &mut ReaderState, open: &[u8], deferred: &mut Def
         let data = r.take(p.max, open);
         deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
     }
-    if let Some(w) = r.wake.take() {
+    if r.parked.is_empty() {
+        // No room is kept for the next one: a reader that keeps up parks now and then, and
+        // a listener among thousands costs little more than its record.
+        r.parked = VecDeque::new();
+    }
+    if let Some(w) = r.take_wake() {
         deferred.wakes.push(w);
     }
     unparked

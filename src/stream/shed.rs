@@ -42,8 +42,7 @@ impl Stream {
                 return ((), 0);
             };
             let (writes, bytes) = r.shed_queue();
-            r.dropped_writes += writes;
-            r.dropped_bytes += bytes;
+            r.lose(writes, bytes);
             if policy == SlowReader::Disconnect && r.fate == Fate::Open {
                 r.end(Fate::Disconnected, deferred);
             }

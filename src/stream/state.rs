@@ -444,8 +444,7 @@ impl State {
                 }
                 continue;
             }
-            r.dropped_writes += 1;
-            r.dropped_bytes += len;
+            r.lose(1, len);
             dropped += 1;
             if policy == SlowReader::Disconnect {
                 // Its queue is non-empty (an empty queue always fits): no parked reads.
@@ -456,19 +455,21 @@ impl State {
                 });
                 continue;
             }
-            r.unreported_drops += 1;
             let instant = *instant.get_or_insert_with(Instant::now);
-            let due = r
-                .last_drop_report
+            let label = &r.label;
+            let d = r.rare.as_mut().expect("counted above");
+            d.unreported += 1;
+            let due = d
+                .last_report
                 .is_none_or(|t| instant.duration_since(t) >= DROP_REPORT_INTERVAL);
             if due {
                 deferred.reports.push(Report::Drops {
-                    label: r.label.to_string(),
-                    writes: r.unreported_drops,
-                    total: r.dropped_writes,
+                    label: label.to_string(),
+                    writes: d.unreported,
+                    total: d.writes,
                 });
-                r.unreported_drops = 0;
-                r.last_drop_report = Some(instant);
+                d.unreported = 0;
+                d.last_report = Some(instant);
             }
         }
         self.dropped_writes += dropped;
