@@ -87,12 +87,10 @@ impl Drop for Reader {
         });
         if let Some(state) = state {
             crate::ratelimit::OPENS.log(|| {
+                let (writes, bytes) = state.dropped();
                 format!(
-                    "reader {} closed: {} bytes read, {} writes ({} bytes) dropped",
-                    state.label,
-                    state.delivered,
-                    state.dropped().0,
-                    state.dropped().1
+                    "reader {} closed: {} bytes read, {writes} writes ({bytes} bytes) dropped",
+                    state.label, state.delivered
                 )
             });
         }

@@ -142,12 +142,11 @@ impl ReaderState {
         self.rare.get_or_insert_with(Box::default)
     }
 
-    /// Counts `writes` writes (`bytes` bytes) lost; returns the reader's drops.
-    pub fn lose(&mut self, writes: u64, bytes: u64) -> &mut Rare {
+    /// Counts `writes` writes (`bytes` bytes) lost.
+    pub fn lose(&mut self, writes: u64, bytes: u64) {
         let d = self.rare();
         d.writes += writes;
         d.bytes += bytes;
-        d
     }
 
     /// (writes, bytes) lost so far.
@@ -320,13 +319,14 @@ impl ReaderState {
     }
 
     pub fn stats(&self) -> ReaderStats {
+        let (dropped_writes, dropped_bytes) = self.dropped();
         ReaderStats {
             delivered_bytes: self.delivered,
             queued_bytes: self.queued_bytes(),
             live_cost: self.live,
             live_runs: self.live_runs(),
-            dropped_writes: self.dropped().0,
-            dropped_bytes: self.dropped().1,
+            dropped_writes,
+            dropped_bytes,
             disconnected: self.fate == Fate::Disconnected,
             parked_reads: self.parked.len(),
             start: self.start,
