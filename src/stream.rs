@@ -87,6 +87,7 @@
 #![forbid(unsafe_code)]
 
 mod handles;
+mod inline;
 mod queue;
 mod resolve;
 mod shed;
@@ -99,7 +100,6 @@ pub use queue::CHANNEL_BYTES_PER_RUN;
 pub use store::{RING_BYTES_PER_WRITE, RING_ENTRY_COST};
 pub use types::*;
 
-use std::collections::VecDeque;
 use std::time::SystemTime;
 
 pub use crate::memory::{CHUNK_OVERHEAD, Chunk, Pool, chunk_cost};
@@ -251,10 +251,10 @@ impl Stream {
             _ if !reserved => (st.written, 0),
             state::Position::At(p) => (p, 0),
         };
-        let queue = if reserved {
-            st.replay_from(from)
+        let queue: inline::InlineDeque<_> = if reserved {
+            st.replay_from(from).into()
         } else {
-            VecDeque::new()
+            Default::default()
         };
         let fate = if st.removed || start.snapshot {
             Fate::Ended
@@ -289,7 +289,7 @@ impl Stream {
             one_run: false,
             start: if skip_until > 0 { skip_until } else { from },
             skip_until,
-            parked: VecDeque::new(),
+            parked: Default::default(),
             delivered: 0,
             rare: None,
             pool: self.pool.clone(),
@@ -396,10 +396,7 @@ impl Stream {
                 ReadOutcome::WouldBlock
             } else {
                 // Readers park one read at a time but for a few (threads sharing a file):
-                // the first slot is not made room for four.
-                if r.parked.capacity() == 0 {
-                    r.parked.reserve_exact(1);
-                }
+                // the first is held in the reader's record.
                 r.parked.push_back(Parked {
                     id: read_id,
                     tag,
@@ -460,9 +457,7 @@ impl Stream {
                 return (false, 0);
             };
             let p = r.parked.remove(pos).expect("position is in range");
-            if r.parked.is_empty() {
-                r.parked = VecDeque::new();
-            }
+            r.parked.shrink();
             deferred.answers.push((p.deliver, ReadOutcome::Interrupted));
             (true, 1)
         })

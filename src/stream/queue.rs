@@ -2,11 +2,11 @@
 //! queue costs a few words per run of writes, not per write, and the reads that take from
 //! it. Runs under the stream's lock; knows nothing of the ring or of write policies.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::inline::InlineDeque;
 use super::state::{Deferred, Fate, Parked};
-use super::store::{Store, push_bounded, shrink_bounded, sync_charge};
+use super::store::{Store, sync_charge};
 use super::{Bytes, ReadOutcome, ReaderStats, Readiness, Wake};
 use crate::memory::{ENTRY_COST, Pool};
 use crate::sync::Arc;
@@ -46,7 +46,7 @@ pub(super) struct ReaderState {
     /// Who opened it, for log lines ("pid 42 (cat)"), escaped by the front door.
     pub label: Label,
     /// Runs to deliver, oldest first; none is empty.
-    pub queue: VecDeque<Run>,
+    pub queue: InlineDeque<Run>,
     /// Bytes not yet delivered: the lengths of `queue`. Kept rather than summed, since
     /// reads are frequent.
     pub queued: u64,
@@ -67,7 +67,7 @@ pub(super) struct ReaderState {
     pub skip_until: u64,
     /// Reads waiting, oldest first. Invariant: non-empty only while `queue` is empty and
     /// the reader is open.
-    pub parked: VecDeque<Parked>,
+    pub parked: InlineDeque<Parked>,
     pub delivered: u64,
     /// What few readers have: a poller, drops. Made on first use.
     pub rare: Option<Box<Rare>>,
@@ -211,7 +211,7 @@ impl ReaderState {
             back.end = run.end;
             back.writes += run.writes;
         } else {
-            push_bounded(&mut self.queue, run);
+            self.queue.push_back(run);
         }
     }
 
@@ -244,7 +244,7 @@ impl ReaderState {
             }
         };
         self.delivered += out.len() as u64;
-        shrink_bounded(&mut self.queue);
+        self.queue.shrink();
         self.sync();
         out
     }
@@ -270,7 +270,7 @@ impl ReaderState {
     pub fn end(&mut self, fate: Fate, deferred: &mut Deferred) -> usize {
         self.fate = fate;
         let n = self.parked.len();
-        for p in self.parked.drain(..) {
+        for p in self.parked.drain_from(0) {
             deferred.answers.push((p.deliver, ReadOutcome::Eof));
         }
         if let Some(w) = self.take_wake() {
@@ -290,7 +290,7 @@ impl ReaderState {
             0
         };
         let (mut writes, mut bytes) = (0u64, 0u64);
-        for r in self.queue.drain(keep..) {
+        for r in self.queue.drain_from(keep) {
             writes += u64::from(r.writes);
             bytes += r.len() as u64;
         }
@@ -302,7 +302,7 @@ impl ReaderState {
             .skip(self.replay_left as usize)
             .map(|r| r.len() as u64)
             .sum();
-        shrink_bounded(&mut self.queue);
+        self.queue.shrink();
         self.sync();
         (writes, bytes)
     }
@@ -346,11 +346,7 @@ pub(super) fn answer_parked(r: &mut ReaderState, open: &[u8], deferred: &mut Def
         let data = r.take(p.max, open);
         deferred.answers.push((p.deliver, ReadOutcome::Data(data)));
     }
-    if r.parked.is_empty() {
-        // No room is kept for the next one: a reader that keeps up parks now and then, and
-        // a listener among thousands costs little more than its record.
-        r.parked = VecDeque::new();
-    }
+    r.parked.shrink();
     if let Some(w) = r.take_wake() {
         deferred.wakes.push(w);
     }
