@@ -273,38 +273,6 @@ fn daemonize() -> Result<std::fs::File, StartError> {
     }
 }
 
-/// Makes the allocator give memory back once streams and readers release it. glibc adapts
-/// its thresholds to the largest block freed (fuser's 16 MiB request buffers): freed chunks
-/// then stay in the arenas, and the daemon's RSS stays at its peak long after the streams
-/// that needed it are gone. Fixed thresholds keep chunks up to 4 MiB in the heap (no mmap
-/// per write) and leave up to 32 MiB free at the top of the heap between trims: with 1 MiB
-/// there, every freed 1 MiB chunk shrank the heap and the next write faulted its pages back
-/// in (12% of the daemon's time under 1 MiB writes). A trim every 5 s returns the free
-/// memory. One arena: malloc_trim shrinks the top of the main arena only, so chunks freed
-/// into per-thread arenas would stay resident (10 MiB after a 16 MiB stream was removed).
-fn tune_allocator() -> io::Result<()> {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-    std::thread::Builder::new()
-        .name("trim".into())
-        .spawn(|| {
-            loop {
-                std::thread::sleep(Duration::from_secs(5));
-                #[cfg(target_env = "gnu")]
-                // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
-            }
-        })
-        .map(drop)
-}
-
 /// The metadata of streams made on other hosts: the mount's owner options, or the daemon's
 /// user, with mode 0666 less the mount's umask (default 022).
 fn remote_meta(m: &MountSettings) -> crate::stream::Meta {
@@ -352,7 +320,7 @@ fn serve(
     // from now on) so that only the sigwait thread takes them.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     // After the mask: every thread must leave the shutdown signals to the sigwait thread.
-    if let Err(e) = tune_allocator() {
+    if let Err(e) = crate::allocator::tune() {
         return Err(fail(&mut report, StartError::Other(format!("thread: {e}"))));
     }
 

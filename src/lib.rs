@@ -4,6 +4,7 @@
 //! tested alone; `fuse` is the front door that adapts it to the kernel (with `mount`);
 //! `daemon` and `control` are the command line's machinery.
 
+pub mod allocator;
 pub mod control;
 pub mod daemon;
 pub mod engine;

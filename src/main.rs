@@ -492,6 +492,9 @@ fn command() -> clap::Command {
 /// Binds the gateway (its address and tokens are checked before anything is mounted or
 /// forked), then runs the daemon.
 fn start(s: DaemonSettings) -> ExitCode {
+    // Options are good: run again with the allocator's thread caches off (returns at once
+    // when they are off already).
+    streamfs::allocator::exec_tuned();
     let gateway = match streamfs::http::Gateway::bind(&s.mount) {
         Ok(g) => g,
         Err(streamfs::http::BindError::Usage(e)) => return usage_error(e),
@@ -504,6 +507,7 @@ fn start(s: DaemonSettings) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    streamfs::allocator::restore_environment();
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

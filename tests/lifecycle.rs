@@ -409,3 +409,45 @@ fn a_user_without_access_to_the_mountpoint_gets_one_line() {
     assert!(err.starts_with("streamfs: cannot mount"), "{err}");
     assert!(!is_mounted(&m.path));
 }
+
+/// The daemon runs with glibc's per-thread caches off (it runs itself again with
+/// `GLIBC_TUNABLES` saying so, same pid), unless the user's `GLIBC_TUNABLES` sets them.
+/// `/proc/PID/environ` shows the environment its image was started with.
+#[test]
+fn the_daemon_runs_with_the_allocators_thread_caches_off_unless_told_otherwise() {
+    require_fuse();
+    let cases: &[(Option<&str>, &str, bool)] = &[
+        (None, "GLIBC_TUNABLES=glibc.malloc.tcache_count=0", true),
+        (
+            Some("glibc.malloc.tcache_count=5"),
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=5",
+            false,
+        ),
+    ];
+    for &(given, want, ran_again) in cases {
+        let (dir, path) = mount_dir("streamfs-tunables");
+        let mut cmd = Command::new(bin());
+        cmd.arg(&path)
+            .arg("-f")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap());
+        match given {
+            Some(v) => cmd.env("GLIBC_TUNABLES", v),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        wait_for("the mount", HANG, || is_mounted(&path));
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let vars: Vec<String> = environ
+            .split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        kill(child.id(), libc::SIGTERM);
+        assert!(wait_child(&mut child, HANG).unwrap().success());
+        assert!(vars.iter().any(|v| v == want), "{given:?}: {vars:?}");
+        let saved = vars
+            .iter()
+            .any(|v| v.starts_with("STREAMFS_SAVED_GLIBC_TUNABLES="));
+        assert_eq!(saved, ran_again, "{given:?}: {vars:?}");
+    }
+}
