@@ -13,7 +13,10 @@ use super::store::{push_bounded, shrink_bounded};
 pub(super) struct InlineDeque<T> {
     first: Option<T>,
     /// The elements after `first`. Invariant: empty while `first` is `None`; `Some` of an
-    /// empty deque only between a removal and the next [`InlineDeque::shrink`].
+    /// empty deque only between a removal and the next [`InlineDeque::shrink`]. Boxed so
+    /// that the record of every reader holds one word for it, not a deque's four: few
+    /// readers ever have a second element.
+    #[allow(clippy::box_collection)]
     rest: Option<Box<VecDeque<T>>>,
 }
 
