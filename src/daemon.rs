@@ -9,7 +9,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use fuser::{Config, Session, SessionACL};
@@ -359,7 +358,6 @@ fn serve(
     let mp = mountpoint.display().to_string();
     let config = session_config(&s.mount);
     let acl = config.acl;
-    let stop = Arc::new(AtomicBool::new(false));
     let mut watchdog = None;
     let session = match crate::fuse::mount::mount(
         &mountpoint,
@@ -368,7 +366,7 @@ fn serve(
             options: &s.mount.kernel,
         },
     )
-    .and_then(|dev| fs.start_gate(dev, stop.clone()))
+    .and_then(|dev| fs.start_gate(dev))
     .and_then(|(fd, w)| {
         watchdog = Some(w);
         Session::from_fd(fs, fd, acl, config)
@@ -412,9 +410,8 @@ fn serve(
     }
     let result = session.run();
     ns.shutdown();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(w) = watchdog {
-        let _ = w.join();
+        w.stop();
     }
     info!("unmounted {mp}");
     result.map_err(|e| StartError::Other(format!("session ended: {e}")))

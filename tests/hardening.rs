@@ -666,3 +666,59 @@ fn rm_of_a_block_stream_whose_writer_waits_for_a_stopped_reader_is_not_stuck() {
     );
     assert!(stopped.wait(HANG).success());
 }
+
+/// Context switches of each thread of process `pid`, by thread name.
+fn switches(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.push((format!("{} {}", name.trim(), dir.display()), n));
+    }
+    out.sort();
+    out
+}
+
+/// A mount whose readers wait for data wakes none of its threads: nothing scans for
+/// interrupted requests until one is interrupted (the scan then ends a stopped reader that
+/// gets SIGKILL: `waiting_readers_sleep_in_s_state_and_stay_killable`).
+#[test]
+fn a_mount_whose_readers_wait_wakes_no_thread() {
+    let m = Mount::new(&[]);
+    let f = m.file("quiet");
+    sh(&format!("touch {}", q(&f)));
+    let readers: Vec<Proc> = (0..4).map(|_| Proc::cat(&f)).collect();
+    for r in &readers {
+        wait_parked(&f, r.child.id());
+    }
+    let pid = m.daemon_pid();
+    // The threads that answered the last request go back to sleep first.
+    let mut before = switches(pid);
+    wait_for("the daemon to settle", HANG, || {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = switches(pid);
+        std::mem::replace(&mut before, now) == before
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let after = switches(pid);
+    let woke: Vec<(String, u64)> = after
+        .iter()
+        .filter_map(|(t, n)| {
+            let was = before.iter().find(|(b, _)| b == t).map_or(0, |(_, n)| *n);
+            (*n > was).then(|| (t.clone(), n - was))
+        })
+        .collect();
+    // The allocator's trim runs every 5 s and may fall in the second.
+    let total: u64 = woke.iter().map(|(_, n)| n).sum();
+    assert!(total <= 2, "threads woke in one idle second: {woke:?}");
+}

@@ -14,10 +14,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use log::debug;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::writes;
 use crate::stream::{ReadMode, ReadOutcome, Reader, Stream, StreamError, WriteDone, Writer};
@@ -164,6 +164,18 @@ pub struct Io {
     finisher: writes::IdleFinisher,
     /// Requests that may wait, by unique, from their arrival to their answer.
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Wakes the watchdog when `pending` gets a request it watches (one interrupted and
+    /// left waiting, a write waiting for room), or when it is to stop; with none, it sleeps
+    /// here instead of scanning.
+    watch: Condvar,
+    unwatched: AtomicBool,
+}
+
+/// Whether the watchdog has something to look at in `pending`.
+fn watched(pending: &HashMap<u64, Pending>) -> bool {
+    pending
+        .values()
+        .any(|p| p.interrupted || matches!(p.waiting, Some((_, Waiting::Write { .. }))))
 }
 
 impl Io {
@@ -173,6 +185,8 @@ impl Io {
             max_write: AtomicU64::new(max_write),
             finisher: writes::IdleFinisher::spawn()?,
             pending: Mutex::new(HashMap::new()),
+            watch: Condvar::new(),
+            unwatched: AtomicBool::new(false),
         })
     }
 
@@ -194,8 +208,12 @@ impl Io {
 
     /// The core parked the request: keep how to cancel it, unless it was answered already.
     fn parked(&self, unique: u64, stream: &Arc<Stream>, waiting: Waiting) {
+        let write = matches!(waiting, Waiting::Write { .. });
         if let Some(p) = self.pending.lock().get_mut(&unique) {
             p.waiting = Some((stream.clone(), waiting));
+            if write {
+                self.watch.notify_one();
+            }
         }
     }
 
@@ -348,6 +366,7 @@ impl Io {
                 return Interrupt::Again;
             };
             p.interrupted = true;
+            self.watch.notify_one();
             (p.tid, waiting)
         };
         use super::watchdog::Pending as P;
@@ -399,6 +418,28 @@ impl Io {
         for s in streams {
             s.expire_blocked(BLOCK_LIMIT);
         }
+    }
+
+    /// Blocks until a request is interrupted and left waiting or a write waits for room;
+    /// false once [`Io::stop_watching`] was called.
+    pub fn await_watched(&self) -> bool {
+        let mut pending = self.pending.lock();
+        loop {
+            if self.unwatched.load(Ordering::Relaxed) {
+                return false;
+            }
+            if watched(&pending) {
+                return true;
+            }
+            self.watch.wait(&mut pending);
+        }
+    }
+
+    /// Ends the watchdog's wait for good.
+    pub fn stop_watching(&self) {
+        let _pending = self.pending.lock();
+        self.unwatched.store(true, Ordering::Relaxed);
+        self.watch.notify_all();
     }
 
     /// Requests waiting in the core now.

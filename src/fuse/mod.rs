@@ -162,10 +162,9 @@ impl StreamFs {
     pub fn start_gate(
         &self,
         dev: std::os::fd::OwnedFd,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    ) -> std::io::Result<(std::os::fd::OwnedFd, std::thread::JoinHandle<()>)> {
+    ) -> std::io::Result<(std::os::fd::OwnedFd, watchdog::Watchdog)> {
         let fd = gate::start(dev, self.io.clone(), MAX_REQUEST as usize)?;
-        let watchdog = watchdog::spawn(self.io.clone(), stop)?;
+        let watchdog = watchdog::Watchdog::spawn(self.io.clone())?;
         Ok((fd, watchdog))
     }
 

@@ -8,7 +8,8 @@
 //! [`SCAN_INTERVAL`], at the status of those callers' threads only (the request's pid is the
 //! thread id), and answers EINTR when a signal is pending that the thread neither blocks
 //! nor ignores. Idle readers that no signal touched are never looked at. Each scan also
-//! ends the waits of writes blocked longer than `io::BLOCK_LIMIT`.
+//! ends the waits of writes blocked longer than `io::BLOCK_LIMIT`. With neither kind of
+//! request waiting, the thread sleeps until one comes.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 use super::io::Io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// How often parked reads are checked. A killed reader ends within about twice this.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
@@ -105,49 +105,66 @@ pub fn window<K: Ord + Copy>(keys: &[K], cursor: Option<K>, budget: usize) -> Ve
         .collect()
 }
 
-/// Starts the watchdog thread; it ends when `stop` is set.
-pub fn spawn(
+/// The watchdog thread, until [`Watchdog::stop`].
+pub struct Watchdog {
     io: Arc<Io>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("interrupts".into())
-        .spawn(move || {
-            // Requests seen with a process-wide signal pending when last looked at.
-            let mut seen: HashSet<u64> = HashSet::new();
-            let mut cursor: Option<u64> = None;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(SCAN_INTERVAL);
-                io.expire_blocked();
-                let mut waiting = io.interrupted();
-                if waiting.is_empty() {
-                    seen.clear();
-                    continue;
+    thread: JoinHandle<()>,
+}
+
+impl Watchdog {
+    /// Starts the watchdog thread. It sleeps until a request is interrupted and left
+    /// waiting or a write waits for room, then scans every [`SCAN_INTERVAL`] while there
+    /// are any: an idle mount, or one whose readers wait untouched, costs no wakeups.
+    pub fn spawn(io: Arc<Io>) -> std::io::Result<Watchdog> {
+        let thread = {
+            let io = io.clone();
+            std::thread::Builder::new()
+                .name("interrupts".into())
+                .spawn(move || watch(&io))?
+        };
+        Ok(Watchdog { io, thread })
+    }
+
+    /// Ends the thread and waits for it.
+    pub fn stop(self) {
+        self.io.stop_watching();
+        let _ = self.thread.join();
+    }
+}
+
+fn watch(io: &Io) {
+    // Requests seen with a process-wide signal pending when last looked at.
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut cursor: Option<u64> = None;
+    while io.await_watched() {
+        std::thread::sleep(SCAN_INTERVAL);
+        io.expire_blocked();
+        let mut waiting = io.interrupted();
+        if waiting.is_empty() {
+            seen.clear();
+            continue;
+        }
+        waiting.sort_unstable();
+        let keys: Vec<u64> = waiting.iter().map(|w| w.0).collect();
+        seen.retain(|k| keys.binary_search(k).is_ok());
+        for i in window(&keys, cursor, SCAN_BUDGET) {
+            let (unique, tid) = waiting[i];
+            cursor = Some(unique);
+            let cancel = match pending_for(tid) {
+                Some(Pending::Thread) => true,
+                // A multi-threaded process may take the signal on another thread; act
+                // when it is still pending the next time.
+                Some(Pending::Process { single_thread }) => single_thread || !seen.insert(unique),
+                Some(Pending::None) | None => {
+                    seen.remove(&unique);
+                    false
                 }
-                waiting.sort_unstable();
-                let keys: Vec<u64> = waiting.iter().map(|w| w.0).collect();
-                seen.retain(|k| keys.binary_search(k).is_ok());
-                for i in window(&keys, cursor, SCAN_BUDGET) {
-                    let (unique, tid) = waiting[i];
-                    cursor = Some(unique);
-                    let cancel = match pending_for(tid) {
-                        Some(Pending::Thread) => true,
-                        // A multi-threaded process may take the signal on another thread;
-                        // act when it is still pending the next time.
-                        Some(Pending::Process { single_thread }) => {
-                            single_thread || !seen.insert(unique)
-                        }
-                        Some(Pending::None) | None => {
-                            seen.remove(&unique);
-                            false
-                        }
-                    };
-                    if cancel && io.cancel(unique) {
-                        log::debug!("request of thread {tid} interrupted by a signal");
-                    }
-                }
+            };
+            if cancel && io.cancel(unique) {
+                log::debug!("request of thread {tid} interrupted by a signal");
             }
-        })
+        }
+    }
 }
 
 #[cfg(test)]
