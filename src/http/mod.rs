@@ -17,6 +17,7 @@ pub mod access;
 pub mod agfs;
 pub mod body;
 pub mod config;
+mod conn;
 pub mod lean;
 pub mod observe;
 pub mod peer;
