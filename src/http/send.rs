@@ -56,8 +56,8 @@ pub struct Job {
 
 /// The sender threads. A connection goes to the first with fewer than [`FILL`], else to
 /// the one with the fewest: a few hundred listeners of a stream are one thread's batch of
-/// sends at each hold's end, not one per thread, and each wakeup costs (40–130 µs of CPU on
-/// a VM, where a thread that slept is woken by an interrupt to an idle vCPU).
+/// sends at each hold's end, not one per thread (a wakeup costs 40–130 µs of CPU on the
+/// 2-vCPU VM this was measured on).
 pub struct Senders {
     threads: Vec<Arc<Shared>>,
 }
