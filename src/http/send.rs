@@ -54,7 +54,7 @@ pub struct Job {
     pub keep: bool,
 }
 
-/// The sender threads. A connection goes to the first with fewer than [`FILL`], else to
+/// The sender threads. A connection goes to the first with fewer than `FILL`, else to
 /// the one with the fewest: a few hundred listeners of a stream are one thread's batch of
 /// sends at each hold's end, not one per thread (a wakeup costs 40–130 µs of CPU on the
 /// 2-vCPU VM this was measured on).
