@@ -273,6 +273,8 @@ impl ReaderState {
         for p in self.parked.drain_from(0) {
             deferred.answers.push((p.deliver, ReadOutcome::Eof));
         }
+        // An ended reader's record stays until its handle closes: no spill kept for it.
+        self.parked.shrink();
         if let Some(w) = self.take_wake() {
             deferred.wakes.push(w);
         }
