@@ -286,6 +286,7 @@ fn remote_meta(m: &MountSettings) -> crate::stream::Meta {
 pub fn run(mut s: DaemonSettings, gateway: Option<crate::http::Gateway>) -> Result<(), StartError> {
     let implied = s.mount.implied();
     init_logging(&s)?;
+    crate::panics::install();
     let report = if s.foreground {
         None
     } else {

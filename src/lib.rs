@@ -18,6 +18,7 @@ pub mod mpegts;
 pub mod namespace;
 pub mod nats;
 pub mod options;
+pub mod panics;
 pub mod ratelimit;
 pub mod size;
 pub mod snapshot;
