@@ -287,6 +287,7 @@ pub fn run(mut s: DaemonSettings, gateway: Option<crate::http::Gateway>) -> Resu
     let implied = s.mount.implied();
     init_logging(&s)?;
     crate::panics::install();
+    crate::panics::essential();
     let report = if s.foreground {
         None
     } else {
@@ -398,6 +399,7 @@ fn serve(
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
+                crate::panics::essential();
                 let mut sig = 0;
                 // SAFETY: `set` is initialised and `sig` is a valid out pointer.
                 unsafe { libc::sigwait(&set, &mut sig) };

@@ -4,29 +4,33 @@
 //!
 //! [`install`] logs every panic at error level, on one line: the thread, the place and the
 //! message (and a backtrace after it when `RUST_BACKTRACE` asks for one). Then:
-//! - on a thread of the daemon's own loops ([`ends_daemon`]: the FUSE gate and its answers,
+//! - on a thread marked [`essential`] (the daemon's own loops: the FUSE gate and its answers,
 //!   the interrupt watchdog, the timer of writes in pieces, the signal thread, the HTTP
 //!   acceptor and senders, the main thread) the daemon aborts. Without that thread requests
 //!   would wait for answers that never come; dead, the mount fails them with ENOTCONN at
 //!   once, and `status`, `stop` and a new mount name it as a dead mount.
-//! - on a thread that runs tokio tasks (the gateway's `http` workers, the `nats` engine) or
-//!   on the memory-trim thread, the panic ends what that thread was doing (for tokio, the
-//!   task: one request), as it would without the hook, and the daemon goes on.
+//! - on any other thread (those that run tokio tasks: the gateway's `http` workers, the
+//!   `nats` engine; the memory-trim thread) the panic ends what that thread was doing (for
+//!   tokio, the task: one request), as it would without the hook, and the daemon goes on.
 //!
 //! Installed by the daemon only: the client commands (`status`, `stop`, ...) keep Rust's
 //! own message on the terminal.
 
 use crate::escape::escape;
 
-/// Whether a panic on the thread named `thread` ends the daemon.
-pub fn ends_daemon(thread: &str) -> bool {
-    thread == "main"
-        || thread.starts_with("gate-")
-        || thread.starts_with("http-send")
-        || matches!(
-            thread,
-            "interrupts" | "idle-units" | "signals" | "http-accept"
-        )
+thread_local! {
+    static ESSENTIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one the daemon cannot do without: once [`install`]ed, a panic
+/// on it aborts the daemon. Each such thread calls it first.
+pub fn essential() {
+    ESSENTIAL.with(|e| e.set(true));
+}
+
+/// Whether a panic on the calling thread ends the daemon.
+fn ends_daemon() -> bool {
+    ESSENTIAL.try_with(|e| e.get()).unwrap_or(false)
 }
 
 /// The log line of a panic on `thread` at `place` with `message`.
@@ -49,7 +53,7 @@ pub fn install() {
     std::panic::set_hook(Box::new(|info| {
         let current = std::thread::current();
         let thread = current.name().unwrap_or("unnamed");
-        let fatal = ends_daemon(thread);
+        let fatal = ends_daemon();
         let place = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -80,28 +84,6 @@ mod tests {
     use std::process::Command;
 
     #[test]
-    fn the_daemons_own_loops_end_it_and_task_threads_do_not() {
-        for (thread, fatal) in [
-            ("main", true),
-            ("gate-0", true),
-            ("gate-1", true),
-            ("gate-answers", true),
-            ("interrupts", true),
-            ("idle-units", true),
-            ("signals", true),
-            ("http-accept", true),
-            ("http-send0", true),
-            ("http-send1", true),
-            ("http", false),
-            ("nats", false),
-            ("trim", false),
-            ("unnamed", false),
-        ] {
-            assert_eq!(ends_daemon(thread), fatal, "{thread}");
-        }
-    }
-
-    #[test]
     fn the_line_is_one_line_and_says_what_follows() {
         let l = describe("gate-0", "src/x.rs:7", "bad\nname", true);
         assert_eq!(
@@ -128,7 +110,8 @@ mod tests {
         fn flush(&self) {}
     }
 
-    /// The child's part: the hook, then a panic on a thread of that name.
+    /// The child's part: the hook, then a panic on a thread of that name, marked essential
+    /// if it is a gate's.
     fn child(thread: String) {
         // An abort must leave no core file in the source tree.
         let none = libc::rlimit {
@@ -144,7 +127,12 @@ mod tests {
         let what = String::from("purpose");
         let joined = std::thread::Builder::new()
             .name(thread)
-            .spawn(move || panic!("on {what}"))
+            .spawn(move || {
+                if std::thread::current().name().unwrap().starts_with("gate-") {
+                    essential();
+                }
+                panic!("on {what}")
+            })
             .unwrap()
             .join();
         assert!(joined.is_err());
@@ -156,7 +144,7 @@ mod tests {
         if let Ok(thread) = std::env::var(CHILD) {
             return child(thread);
         }
-        for (thread, fatal) in [("gate-0", true), ("http-send1", true), ("http", false)] {
+        for (thread, fatal) in [("gate-0", true), ("http", false)] {
             let out = Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
                 .env(CHILD, thread)

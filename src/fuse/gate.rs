@@ -138,11 +138,17 @@ pub fn start(dev: OwnedFd, io: Arc<Io>, max_write: usize) -> std::io::Result<Own
         let (dev, ours, io, destroyed) = (dev.clone(), ours.clone(), io.clone(), destroyed.clone());
         std::thread::Builder::new()
             .name(format!("gate-{i}"))
-            .spawn(move || requests(&dev, &ours, &io, max_write, &destroyed))?;
+            .spawn(move || {
+                crate::panics::essential();
+                requests(&dev, &ours, &io, max_write, &destroyed)
+            })?;
     }
     std::thread::Builder::new()
         .name("gate-answers".into())
-        .spawn(move || answers(&dev, &ours))?;
+        .spawn(move || {
+            crate::panics::essential();
+            answers(&dev, &ours)
+        })?;
     Ok(theirs)
 }
 

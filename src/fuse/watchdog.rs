@@ -120,7 +120,10 @@ impl Watchdog {
             let io = io.clone();
             std::thread::Builder::new()
                 .name("interrupts".into())
-                .spawn(move || watch(&io))?
+                .spawn(move || {
+                    crate::panics::essential();
+                    watch(&io)
+                })?
         };
         Ok(Watchdog { io, thread })
     }

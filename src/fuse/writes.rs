@@ -182,7 +182,10 @@ impl IdleFinisher {
         let (tx, rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("idle-units".into())
-            .spawn(move || finisher(rx))?;
+            .spawn(move || {
+                crate::panics::essential();
+                finisher(rx)
+            })?;
         Ok(IdleFinisher { tx })
     }
 

@@ -139,7 +139,10 @@ impl Senders {
             };
             std::thread::Builder::new()
                 .name(format!("http-send{i}"))
-                .spawn(move || sender.run())?;
+                .spawn(move || {
+                    crate::panics::essential();
+                    sender.run()
+                })?;
             all.push(shared);
         }
         Ok(Senders { threads: all })

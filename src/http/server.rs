@@ -148,6 +148,7 @@ impl Gateway {
         std::thread::Builder::new()
             .name("http-accept".into())
             .spawn(move || {
+                crate::panics::essential();
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(std_listener) {
                         Ok(l) => accept_loop(l, ctx).await,
