@@ -396,17 +396,14 @@ fn serve(
     {
         let ns = ns.clone();
         let mountpoint = mountpoint.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                crate::panics::essential();
-                let mut sig = 0;
-                // SAFETY: `set` is initialised and `sig` is a valid out pointer.
-                unsafe { libc::sigwait(&set, &mut sig) };
-                info!("signal {sig}: ending every stream and unmounting");
-                shut_down(&ns, &mountpoint);
-            })
-            .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
+        crate::panics::spawn_essential("signals", move || {
+            let mut sig = 0;
+            // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            info!("signal {sig}: ending every stream and unmounting");
+            shut_down(&ns, &mountpoint);
+        })
+        .map_err(|e| fail(&mut report, StartError::Other(format!("thread: {e}"))))?;
     }
     if let Some(mut r) = report.take() {
         let _ = r.write_all(b"ok\n");

@@ -23,9 +23,20 @@ thread_local! {
 }
 
 /// Marks the calling thread as one the daemon cannot do without: once [`install`]ed, a panic
-/// on it aborts the daemon. Each such thread calls it first.
+/// on it aborts the daemon. The main thread calls it; others start with [`spawn_essential`].
 pub fn essential() {
     ESSENTIAL.with(|e| e.set(true));
+}
+
+/// Starts a thread named `name` that the daemon cannot do without (see [`essential`]).
+pub fn spawn_essential<T: Send + 'static>(
+    name: impl Into<String>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(|| {
+        essential();
+        f()
+    })
 }
 
 /// Whether a panic on the calling thread ends the daemon.
@@ -64,11 +75,12 @@ pub fn install() {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
+        let line = describe(thread, &place, message, fatal);
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
-            log::error!("{}\n{trace}", describe(thread, &place, message, fatal));
+            log::error!("{line}\n{trace}");
         } else {
-            log::error!("{}", describe(thread, &place, message, fatal));
+            log::error!("{line}");
         }
         log::logger().flush();
         if fatal {
@@ -110,8 +122,8 @@ mod tests {
         fn flush(&self) {}
     }
 
-    /// The child's part: the hook, then a panic on a thread of that name, marked essential
-    /// if it is a gate's.
+    /// The child's part: the hook, then a panic on a thread of that name, started as the
+    /// daemon starts its essential threads if it is a gate's.
     fn child(thread: String) {
         // An abort must leave no core file in the source tree.
         let none = libc::rlimit {
@@ -125,16 +137,13 @@ mod tests {
         install();
         // A formatted message, as `unwrap` and `expect` make: a `String`, not a `&str`.
         let what = String::from("purpose");
-        let joined = std::thread::Builder::new()
-            .name(thread)
-            .spawn(move || {
-                if std::thread::current().name().unwrap().starts_with("gate-") {
-                    essential();
-                }
-                panic!("on {what}")
-            })
-            .unwrap()
-            .join();
+        let body = move || panic!("on {what}");
+        let started = if thread.starts_with("gate-") {
+            spawn_essential(thread, body)
+        } else {
+            std::thread::Builder::new().name(thread).spawn(body)
+        };
+        let joined = started.unwrap().join();
         assert!(joined.is_err());
         println!("went on");
     }

@@ -136,19 +136,11 @@ pub fn start(dev: OwnedFd, io: Arc<Io>, max_write: usize) -> std::io::Result<Own
     let destroyed = Arc::new(AtomicBool::new(false));
     for i in 0..READERS {
         let (dev, ours, io, destroyed) = (dev.clone(), ours.clone(), io.clone(), destroyed.clone());
-        std::thread::Builder::new()
-            .name(format!("gate-{i}"))
-            .spawn(move || {
-                crate::panics::essential();
-                requests(&dev, &ours, &io, max_write, &destroyed)
-            })?;
-    }
-    std::thread::Builder::new()
-        .name("gate-answers".into())
-        .spawn(move || {
-            crate::panics::essential();
-            answers(&dev, &ours)
+        crate::panics::spawn_essential(format!("gate-{i}"), move || {
+            requests(&dev, &ours, &io, max_write, &destroyed)
         })?;
+    }
+    crate::panics::spawn_essential("gate-answers", move || answers(&dev, &ours))?;
     Ok(theirs)
 }
 

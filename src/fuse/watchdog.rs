@@ -118,12 +118,7 @@ impl Watchdog {
     pub fn spawn(io: Arc<Io>) -> std::io::Result<Watchdog> {
         let thread = {
             let io = io.clone();
-            std::thread::Builder::new()
-                .name("interrupts".into())
-                .spawn(move || {
-                    crate::panics::essential();
-                    watch(&io)
-                })?
+            crate::panics::spawn_essential("interrupts", move || watch(&io))?
         };
         Ok(Watchdog { io, thread })
     }

@@ -180,12 +180,7 @@ pub struct IdleFinisher {
 impl IdleFinisher {
     pub fn spawn() -> std::io::Result<IdleFinisher> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("idle-units".into())
-            .spawn(move || {
-                crate::panics::essential();
-                finisher(rx)
-            })?;
+        crate::panics::spawn_essential("idle-units", move || finisher(rx))?;
         Ok(IdleFinisher { tx })
     }
 

@@ -137,12 +137,7 @@ impl Senders {
                 runtime: runtime.clone(),
                 scratch: Vec::new(),
             };
-            std::thread::Builder::new()
-                .name(format!("http-send{i}"))
-                .spawn(move || {
-                    crate::panics::essential();
-                    sender.run()
-                })?;
+            crate::panics::spawn_essential(format!("http-send{i}"), move || sender.run())?;
             all.push(shared);
         }
         Ok(Senders { threads: all })

@@ -145,17 +145,14 @@ impl Gateway {
             );
         }
         let std_listener = self.listener;
-        std::thread::Builder::new()
-            .name("http-accept".into())
-            .spawn(move || {
-                crate::panics::essential();
-                runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(l) => accept_loop(l, ctx).await,
-                        Err(e) => error!("http: {e}"),
-                    }
-                })
-            })?;
+        crate::panics::spawn_essential("http-accept", move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => accept_loop(l, ctx).await,
+                    Err(e) => error!("http: {e}"),
+                }
+            })
+        })?;
         info!("http: listening on {addr}");
         Ok(stats)
     }
